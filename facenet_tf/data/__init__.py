@@ -1,0 +1,1 @@
+"""Data in: record formats, image decoding and preprocessing, P x K batches, pairs files."""

@@ -1,0 +1,59 @@
+"""Small file helpers over tf.io.gfile, so every path may be local or gs://."""
+
+import json
+import os
+import uuid
+
+import tensorflow as tf
+
+MANIFEST_NAME = "manifest.json"
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Writes `data` to a temporary sibling and renames it over `path`.
+
+    A reader never sees a half-written file: it sees the old file, no file, or the new one.
+    """
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with tf.io.gfile.GFile(tmp, "wb") as f:
+        f.write(data)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def write_json_atomic(path: str, obj) -> None:
+    """Writes `obj` as indented, key-sorted JSON, atomically (see write_bytes_atomic)."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def read_json(path: str):
+    """Reads a JSON file; the error names the file."""
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    with tf.io.gfile.GFile(path, "r") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
+def is_complete(directory: str) -> bool:
+    """A dataset or triplet-generation directory is complete once its manifest exists."""
+    return tf.io.gfile.exists(os.path.join(directory, MANIFEST_NAME))
+
+
+def read_manifest(directory: str) -> dict:
+    """Reads a complete directory's manifest; a clear error if the directory is incomplete."""
+    path = os.path.join(directory, MANIFEST_NAME)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(
+            f"{directory}: no {MANIFEST_NAME}; not a finished output of a facenet_tf job "
+            "(the job may still be running or may have been interrupted)")
+    return read_json(path)
+
+
+def _json_default(value):
+    # NumPy scalars and arrays show up in metrics and counts.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,74 @@
+"""Shared fixtures: where the real data is, tiny image folders, tiny embedding models."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+# Resolve symlinks so the path is right under Bazel's runfiles tree too.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+SHARED_DATA = os.environ.get("FACENET_TF_SHARED_DATA",
+                             os.path.join(os.path.dirname(REPO_ROOT), "shared", "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """../shared/data (ORL and part of LFW); integration tests skip if it is absent."""
+    if not os.path.isdir(SHARED_DATA):
+        pytest.skip(f"real face data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def orl_dir(shared_data):
+    return os.path.join(shared_data, "orl_faces", "images")
+
+
+@pytest.fixture(scope="session")
+def lfw_dir(shared_data):
+    return os.path.join(shared_data, "lfw_dev")
+
+
+def make_image_folder(root, num_identities=4, images_per_identity=3, size=(24, 20), seed=0):
+    """Writes an identity-per-folder dataset of small random PNGs; returns its root.
+
+    Each identity has its own base colour pattern so that a model can separate them.
+    """
+    import tensorflow as tf
+    rng = np.random.RandomState(seed)
+    os.makedirs(root, exist_ok=True)
+    for i in range(num_identities):
+        ident = os.path.join(root, f"person_{i:02d}")
+        os.makedirs(ident, exist_ok=True)
+        base = rng.randint(0, 256, size=(size[0], size[1], 3))
+        for j in range(images_per_identity):
+            noise = rng.randint(-20, 21, size=base.shape)
+            pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
+            png = tf.io.encode_png(pixels).numpy()
+            with open(os.path.join(ident, f"img_{j:03d}.png"), "wb") as f:
+                f.write(png)
+    return str(root)
+
+
+@pytest.fixture
+def tiny_image_folder(tmp_path):
+    return make_image_folder(tmp_path / "faces")
+
+
+def make_tiny_embedding_model(input_shape=(32, 32, 3), embedding_dim=8, seed=0):
+    """A few-thousand-parameter conv net ending in an L2-normalised embedding."""
+    import keras
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(embedding_dim)(x)
+    outputs = keras.layers.UnitNormalization(axis=-1)(x)
+    return keras.Model(inputs, outputs, name="tiny_embedder")
+
+
+@pytest.fixture
+def tiny_embedding_model():
+    return make_tiny_embedding_model()
