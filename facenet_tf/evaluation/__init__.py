@@ -1,0 +1,1 @@
+"""Evaluation: verification (LFW protocol, VAL@FAR), retrieval, clustering, plots, embedding."""
