@@ -1,0 +1,1 @@
+"""The trainer's library: config, distribution strategy, triplet input, callbacks, generation loop."""

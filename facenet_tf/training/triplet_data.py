@@ -1,0 +1,74 @@
+"""tf.data over one mined generation: shards from its manifest -> batches [B, 3, H, W, 3]."""
+
+import os
+
+import tensorflow as tf
+
+from facenet_tf import io_utils
+from facenet_tf.data import records
+from facenet_tf.data import augment as aug
+from facenet_tf.data.preprocess import PreprocessConfig, decode_image, preprocess_image
+
+
+def generation_shards(generation_dir: str) -> list[str]:
+    """The triplet shard paths a complete generation's manifest lists (and only those)."""
+    manifest = io_utils.read_manifest(generation_dir)
+    listed = manifest.get("shards", manifest.get("files"))
+    if not listed:
+        raise ValueError(f"{generation_dir}/{io_utils.MANIFEST_NAME}: no 'shards' listed")
+    paths = []
+    for entry in listed:
+        name = entry if isinstance(entry, str) else (entry.get("path") or entry.get("name"))
+        path = name if "://" in name or os.path.isabs(name) else os.path.join(generation_dir, name)
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(f"{generation_dir}: manifest lists shard {name!r}, "
+                                    "which does not exist")
+        paths.append(path)
+    return paths
+
+
+def generation_size(generation_dir: str) -> int | None:
+    """Number of triplets the manifest reports, if it does."""
+    manifest = io_utils.read_manifest(generation_dir)
+    for key in ("num_triplets", "triplets"):
+        value = manifest.get(key, manifest.get("counts", {}).get(key))
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def triplet_dataset(generation_dir: str, preprocess: PreprocessConfig, batch_size: int,
+                    seed: int, start_batch: int = 0, shuffle_buffer: int = 2048,
+                    augment: aug.AugmentConfig | None = None) -> tf.data.Dataset:
+    """Endless, seeded, shuffled batches (x [B, 3, H, W, 3] float32, dummy y [B]).
+
+    The stream is a pure function of (generation, seed): `start_batch` resumes it exactly where
+    a previous run stopped. With `augment`, each image's augmentation seed comes from its
+    position in the stream, so resuming reproduces it too.
+    """
+    files = generation_shards(generation_dir)
+    if generation_size(generation_dir) == 0:
+        raise ValueError(f"{generation_dir}: the generation holds no triplets (no anchor-positive "
+                         "pair found a negative under the mining rule); nothing to train on")
+    ds = tf.data.TFRecordDataset(files)
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.enumerate().skip(int(start_batch) * int(batch_size))
+
+    def load(index, serialized):
+        parsed = records.parse_triplet_example(serialized)
+        images = []
+        for r, role in enumerate(records.ROLES):
+            image = decode_image(parsed[f"{role}/encoded"])
+            if augment is None:
+                images.append(preprocess_image(image, preprocess))
+            else:
+                images.append(aug.augment_image(image, preprocess, augment,
+                                                aug.element_seed(seed, index, r)))
+        return tf.stack(images), tf.zeros([], tf.float32)
+
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.deterministic = True
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
