@@ -1,0 +1,252 @@
+"""tf.data readers over a beam_jobs.build_dataset output directory.
+
+- `load_manifest(dir)`: the checked manifest; `shard_paths(dir)`: its shards in manifest order.
+- `image_dataset(...)`: every image once per epoch, preprocessed (or augmented), as
+  (image, label) pairs, or dicts with the image id and identity when with_metadata=True.
+- `pk_batches(...)`: identity-balanced batches of P identities x K images, streamed.
+
+How pk_batches streams without loading the dataset: build_dataset puts all images of an
+identity into one shard, sorted by image id, so they are contiguous. Each shard is read in
+turn (several interleaved, in a seeded random shard order) and `group_by_window`, with the
+window size of each identity taken from the manifest, closes each identity's window as soon
+as its last image is read; only the open windows are in memory. Per pass over the data
+("epoch"), every eligible identity gives one block of K images; blocks go through a seeded
+shuffle buffer and are batched P at a time, so the P identities of a batch are always
+distinct. Identities left over at the end of a pass (fewer than P) are dropped for that pass.
+
+Identities with fewer than K images: with small_identities="replace" (default), an identity
+with 2 <= n < K images contributes all n images plus K - n more drawn with replacement from
+them; with small_identities="skip" it never appears in P x K batches. Identities with a
+single image can give no anchor-positive pair, so they are never among the P identities;
+with num_negatives > 0, each batch gets that many extra single-image faces appended (after
+the P x K block, each with its own label) to serve only as negatives.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from facenet_tf import io_utils
+from facenet_tf.data import augment as aug
+from facenet_tf.data import preprocess as pp
+from facenet_tf.data import records
+
+MANIFEST_FORMAT = "facenet_tf.images"
+MANIFEST_VERSION = 1
+REQUIRED_FIELDS = ("label_map", "images_per_identity", "num_images", "num_identities",
+                   "shards")
+SMALL_IDENTITY_POLICIES = ("replace", "skip")
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def load_manifest(dataset_dir: str) -> dict:
+    """Reads and checks a dataset directory's manifest.json (errors name the dir and field)."""
+    manifest = io_utils.read_manifest(dataset_dir)
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{dataset_dir}: manifest format is {manifest.get('format')!r}, "
+                         f"want {MANIFEST_FORMAT!r}")
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise ValueError(f"{dataset_dir}: manifest version {manifest.get('version')!r} is not "
+                         f"supported (this code reads version {MANIFEST_VERSION})")
+    for field in REQUIRED_FIELDS:
+        if field not in manifest:
+            raise ValueError(f"{dataset_dir}: manifest has no field {field!r}")
+    return manifest
+
+
+def shard_paths(dataset_dir: str, manifest: dict | None = None) -> list:
+    """Full paths of the dataset's shards, in manifest order; each must exist."""
+    manifest = manifest or load_manifest(dataset_dir)
+    paths = [os.path.join(dataset_dir, name) for name in manifest["shards"]]
+    for path in paths:
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(f"{dataset_dir}: shard {path} listed in the manifest "
+                                    "does not exist")
+    return paths
+
+
+def _epochs(num_epochs):
+    if num_epochs is None:
+        return tf.data.Dataset.counter()
+    if num_epochs < 1:
+        raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs!r}")
+    return tf.data.Dataset.range(num_epochs)
+
+
+def _shuffle_seed(seed):
+    """A scalar int64 seed for Dataset.shuffle from a [2] stateless seed."""
+    return tf.random.stateless_uniform([], seed, minval=1, maxval=2 ** 62, dtype=tf.int64)
+
+
+def _to_model_input(encoded, preprocess, augment, seed):
+    image = pp.decode_image(encoded)
+    if augment is None:
+        return pp.preprocess_image(image, preprocess)
+    return aug.augment_image(image, preprocess, augment, seed)
+
+
+def image_dataset(dataset_dir: str, preprocess: pp.PreprocessConfig, batch_size=None,
+                  shuffle_seed=None, augment: aug.AugmentConfig | None = None,
+                  augment_seed: int = 0, with_metadata: bool = False, num_epochs=1,
+                  shuffle_buffer: int = 1024) -> tf.data.Dataset:
+    """Every image of the dataset per epoch, as model input.
+
+    Elements are (image float32 [h, w, 3], label int64), or with with_metadata=True dicts
+    {"image", "label", "image_id", "identity"}; batched when batch_size is given (the last
+    batch may be smaller). Without shuffle_seed the order is the manifest's shard order and
+    the image-id order inside each shard; with it, shards and records are shuffled (seeded,
+    differently each epoch). With `augment`, image i of epoch e is augmented with a seed
+    derived from (augment_seed, e, i). num_epochs=None repeats forever.
+    """
+    manifest = load_manifest(dataset_dir)
+    paths = shard_paths(dataset_dir, manifest)
+
+    def one_epoch(epoch):
+        if shuffle_seed is None:
+            ds = tf.data.TFRecordDataset(paths)
+        else:
+            eseed = aug.element_seed(shuffle_seed, epoch)
+            files = tf.data.Dataset.from_tensor_slices(paths).shuffle(
+                len(paths), seed=_shuffle_seed(eseed))
+            ds = files.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(paths)),
+                                  num_parallel_calls=AUTOTUNE, deterministic=True)
+            ds = ds.shuffle(shuffle_buffer,
+                            seed=_shuffle_seed(aug.element_seed(shuffle_seed, epoch, 1)))
+        return ds.enumerate().map(lambda i, s: (epoch, i, s))
+
+    def convert(epoch, index, serialized):
+        rec = records.parse_image_example(serialized)
+        seed = aug.element_seed(augment_seed, epoch, index)
+        image = _to_model_input(rec[records.ENCODED], preprocess, augment, seed)
+        image.set_shape([*preprocess.image_size, 3])
+        if with_metadata:
+            return {"image": image, "label": rec[records.LABEL],
+                    "image_id": rec[records.IMAGE_ID], "identity": rec[records.IDENTITY]}
+        return image, rec[records.LABEL]
+
+    ds = _epochs(num_epochs).flat_map(one_epoch)
+    ds = ds.map(convert, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if batch_size is not None:
+        ds = ds.batch(batch_size)
+    return ds.prefetch(AUTOTUNE)
+
+
+_PK_SPEC = {records.ENCODED: records.IMAGE_FEATURE_SPEC[records.ENCODED],
+            records.LABEL: records.IMAGE_FEATURE_SPEC[records.LABEL]}
+
+
+def _label_counts(manifest: dict) -> np.ndarray:
+    counts = np.zeros([len(manifest["label_map"])], np.int64)
+    for identity, label in manifest["label_map"].items():
+        counts[label] = manifest["images_per_identity"].get(identity, 0)
+    return counts
+
+
+def pk_batches(dataset_dir: str, p: int, k: int, preprocess: pp.PreprocessConfig, seed: int,
+               augment: aug.AugmentConfig | None = None, small_identities: str = "replace",
+               num_negatives: int = 0, num_epochs=None, shuffle_buffer: int = 256,
+               cycle_length: int = 4) -> tf.data.Dataset:
+    """Identity-balanced batches: (images float32 [P*K(+num_negatives), h, w, 3], labels int64).
+
+    See the module docstring for the sampling rules. Batch b holds identity blocks at rows
+    [i*K, (i+1)*K) for i < P. Same arguments and seed, same batches. num_epochs counts passes
+    over the identities (None = forever).
+    """
+    if p < 1 or k < 1:
+        raise ValueError(f"p and k must be >= 1, got p={p}, k={k}")
+    if small_identities not in SMALL_IDENTITY_POLICIES:
+        raise ValueError(f"small_identities must be one of {SMALL_IDENTITY_POLICIES}, "
+                         f"got {small_identities!r}")
+    if num_negatives < 0:
+        raise ValueError(f"num_negatives must be >= 0, got {num_negatives}")
+    manifest = load_manifest(dataset_dir)
+    paths = shard_paths(dataset_dir, manifest)
+    counts = _label_counts(manifest)
+    min_images = 2 if small_identities == "replace" else max(k, 2)
+    eligible = counts >= min_images
+    if eligible.sum() < p:
+        raise ValueError(
+            f"{dataset_dir}: only {int(eligible.sum())} identities have >= {min_images} images "
+            f"(small_identities={small_identities!r}, k={k}); cannot fill p={p}")
+    if num_negatives and not (counts == 1).any():
+        raise ValueError(f"{dataset_dir}: num_negatives={num_negatives} but the dataset has "
+                         "no single-image identity")
+    counts_t = tf.constant(counts)
+    eligible_t = tf.constant(eligible)
+    max_count = int(counts.max())
+
+    def parse(serialized):
+        rec = tf.io.parse_single_example(serialized, _PK_SPEC)
+        return rec[records.ENCODED], rec[records.LABEL]
+
+    def identity_blocks(path):
+        # Each window holds exactly one identity's images (its count is in the manifest).
+        return tf.data.TFRecordDataset(path).map(parse).group_by_window(
+            key_func=lambda enc, label: label,
+            reduce_func=lambda key, window: window.batch(max_count),
+            window_size_func=lambda key: tf.gather(counts_t, key))
+
+    def records_in_shuffled_shards(eseed):
+        order = tf.argsort(tf.random.stateless_uniform([len(paths)], eseed))
+        return tf.data.Dataset.from_tensor_slices(tf.gather(tf.constant(paths), order))
+
+    def sample_block(eseed, index, encoded, labels):
+        bseed = tf.random.experimental.stateless_fold_in(eseed, index)
+        perm_seed, extra_seed, image_seed = tf.unstack(
+            tf.random.experimental.stateless_split(bseed, num=3))
+        n = tf.shape(encoded)[0]
+        perm = tf.argsort(tf.random.stateless_uniform([n], perm_seed))
+        extra = tf.random.stateless_uniform([tf.maximum(k - n, 0)], extra_seed, minval=0,
+                                            maxval=n, dtype=tf.int32)
+        picks = tf.concat([perm, extra], axis=0)[:k]
+        seeds = tf.random.experimental.stateless_split(image_seed, num=k)
+        return tf.gather(encoded, picks), tf.fill([k], labels[0]), seeds
+
+    def one_epoch(epoch):
+        eseed = aug.element_seed(seed, epoch)
+        blocks = records_in_shuffled_shards(eseed).interleave(
+            identity_blocks, cycle_length=min(cycle_length, len(paths)),
+            num_parallel_calls=AUTOTUNE, deterministic=True)
+        blocks = blocks.filter(lambda enc, labels: tf.gather(eligible_t, labels[0]))
+        blocks = blocks.enumerate().map(
+            lambda i, block: sample_block(eseed, i, *block), num_parallel_calls=AUTOTUNE)
+        blocks = blocks.shuffle(shuffle_buffer, seed=_shuffle_seed(eseed))
+        return blocks.batch(p, drop_remainder=True)
+
+    def to_inputs(encoded, label, image_seed):
+        image = _to_model_input(encoded, preprocess, augment, image_seed)
+        image.set_shape([*preprocess.image_size, 3])
+        return image, label
+
+    ds = _epochs(num_epochs).flat_map(one_epoch)
+    ds = ds.unbatch().unbatch()  # P blocks of K -> single images, order kept
+    ds = ds.map(to_inputs, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.batch(p * k, drop_remainder=True)
+    if num_negatives:
+        ds = tf.data.Dataset.zip(ds, _negatives(paths, counts, preprocess, augment, seed,
+                                                num_negatives, to_inputs))
+        ds = ds.map(lambda pk, neg: (tf.concat([pk[0], neg[0]], 0),
+                                     tf.concat([pk[1], neg[1]], 0)))
+    return ds.prefetch(AUTOTUNE)
+
+
+def _negatives(paths, counts, preprocess, augment, seed, num_negatives, to_inputs):
+    """An endless, seeded stream of batches of single-image identities' faces."""
+    single_t = tf.constant(counts == 1)
+    nseed = aug.element_seed(seed, -1)
+
+    def parse(serialized):
+        rec = tf.io.parse_single_example(serialized, _PK_SPEC)
+        return rec[records.ENCODED], rec[records.LABEL]
+
+    def one_epoch(epoch):
+        eseed = tf.random.experimental.stateless_fold_in(nseed, epoch)
+        ds = tf.data.TFRecordDataset(paths).map(parse).filter(
+            lambda enc, label: tf.gather(single_t, label))
+        ds = ds.shuffle(1024, seed=_shuffle_seed(eseed)).enumerate()
+        return ds.map(lambda i, r: to_inputs(
+            r[0], r[1], tf.random.experimental.stateless_fold_in(eseed, i)))
+
+    return tf.data.Dataset.counter().flat_map(one_epoch).batch(num_negatives,
+                                                               drop_remainder=True)
