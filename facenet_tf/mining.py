@@ -1,0 +1,259 @@
+"""Triplet selection as FaceNet (Schroff et al. 2015, section 3.2) defines it.
+
+Pure, vectorised TensorFlow functions over embeddings [N, D] and integer labels [N]. They accept
+NumPy arrays or tensors, run eagerly or inside `tf.function` (the number of triplets T is dynamic),
+and are shared by the online Keras losses (`facenet_tf.losses`) and the offline Beam miner, so that
+both select triplets with one implementation.
+
+Distances are squared L2 throughout (the paper's), except for the optional angular distance of the
+`tfa_semi_hard` migration strategy. Ties between equal distances are broken by the lowest row
+index, so results are deterministic; random choices use stateless ops seeded from `seed`.
+
+Triplets come back as int32 [T, 3] rows (anchor, positive, negative), ordered by anchor, then
+positive (then, for `all`, by negative distance and index).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+STRATEGIES = ("semi_hard", "hard", "all", "random", "tfa_semi_hard")
+
+_OPTIONS = {
+    "semi_hard": {"choose": ("random", "hardest"), "fallback": ("skip", "hardest_beyond")},
+    "hard": {"hardest_positive": (False, True)},
+    "all": {},
+    "random": {},
+    "tfa_semi_hard": {"distance": ("L2", "squared-L2", "angular")},
+}
+
+
+def pairwise_squared_distances(embeddings):
+    """Squared L2 distances float32 [N, N]: exact 0 diagonal, never negative, finite gradients.
+
+    Uses the Gram expansion (no square root, so gradients stay finite for identical rows); the
+    result is computed in float32 whatever the input dtype (mixed precision safe).
+    """
+    e = tf.cast(tf.convert_to_tensor(embeddings), tf.float32)
+    sq = tf.reduce_sum(tf.square(e), axis=1)
+    d = sq[:, None] - 2.0 * tf.matmul(e, e, transpose_b=True) + sq[None, :]
+    d = tf.maximum(d, 0.0)
+    return tf.linalg.set_diag(d, tf.zeros_like(sq))
+
+
+def _angular_distances(embeddings):
+    """1 - cosine similarity [N, N] (tensorflow-addons' "angular" metric), exact 0 diagonal."""
+    e = tf.math.l2_normalize(tf.cast(tf.convert_to_tensor(embeddings), tf.float32), axis=1)
+    d = tf.maximum(1.0 - tf.matmul(e, e, transpose_b=True), 0.0)
+    return tf.linalg.set_diag(d, tf.zeros(tf.shape(d)[:1]))
+
+
+def _prepare(embeddings, labels):
+    """Converts and checks inputs; returns (float32 [N, D], int64 [N])."""
+    e = tf.convert_to_tensor(embeddings)
+    if not (e.dtype.is_floating or e.dtype.is_integer):
+        raise TypeError(f"embeddings must be numeric, got dtype {e.dtype.name}")
+    e = tf.cast(e, tf.float32)
+    if e.shape.rank is not None and e.shape.rank != 2:
+        raise ValueError(f"embeddings must have shape [N, D], got shape {e.shape}")
+    y = tf.convert_to_tensor(labels)
+    if y.dtype == tf.string or y.dtype == tf.bool:
+        raise TypeError(f"labels must be integers, got dtype {y.dtype.name}")
+    if y.shape.rank == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.shape.rank is not None and y.shape.rank != 1:
+        raise ValueError(f"labels must have shape [N] or [N, 1], got shape {y.shape}")
+    if y.dtype.is_floating:
+        y = tf.round(y)
+    y = tf.cast(y, tf.int64)
+    n_e, n_y = e.shape[0], y.shape[0]
+    if n_e is not None and n_y is not None and n_e != n_y:
+        raise ValueError(f"embeddings have {n_e} rows but labels have {n_y} entries")
+    return e, y
+
+
+def _check_options(strategy, options):
+    if strategy not in _OPTIONS:
+        raise ValueError(f"unknown triplet strategy {strategy!r}; expected one of {STRATEGIES}")
+    allowed = _OPTIONS[strategy]
+    out = {name: values[0] for name, values in allowed.items()}
+    for name, value in options.items():
+        if name not in allowed:
+            raise ValueError(f"strategy {strategy!r} has no option {name!r}; "
+                             f"options: {sorted(allowed) or 'none'}")
+        if value not in allowed[name]:
+            raise ValueError(f"option {name}={value!r} for strategy {strategy!r} must be one "
+                             f"of {allowed[name]}")
+        out[name] = value
+    return out
+
+
+def _seed_pair(seed):
+    """A shape-[2] int32 stateless seed; None draws one from TF's global generator."""
+    if seed is None:
+        return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+    seed = tf.convert_to_tensor(seed)
+    if seed.shape.rank == 0:
+        return tf.stack([tf.cast(seed, tf.int32), tf.constant(0x5eed, tf.int32)])
+    return tf.cast(seed, tf.int32)
+
+
+def _first_index_where(condition):
+    """Per row, the lowest column where `condition` holds (N if nowhere)."""
+    n = tf.shape(condition)[1]
+    cols = tf.broadcast_to(tf.range(n)[None, :], tf.shape(condition))
+    return tf.reduce_min(tf.where(condition, cols, n), axis=1)
+
+
+def _first_argmin(values, mask):
+    """Per row, the lowest index of the smallest masked value (N if the row mask is empty)."""
+    inf = tf.constant(np.inf, values.dtype)
+    masked = tf.where(mask, values, inf)
+    best = tf.reduce_min(masked, axis=1, keepdims=True)
+    return _first_index_where(mask & tf.equal(masked, best))
+
+
+def _first_argmax(values, mask):
+    return _first_argmin(-values, mask)
+
+
+def _random_offsets(seed, counts):
+    """A uniform integer in [0, count) for each entry of `counts` (0 where count is 0)."""
+    u = tf.random.stateless_uniform(tf.shape(counts), seed=seed, dtype=tf.float32)
+    k = tf.cast(tf.floor(u * tf.cast(counts, tf.float32)), tf.int32)
+    return tf.clip_by_value(k, 0, tf.maximum(counts - 1, 0))
+
+
+def _random_negatives(seed, labels, anchors):
+    """For each anchor, a uniformly random row with another label (each anchor has one).
+
+    Draws uniform rows and redraws those that share the anchor's label: exact, O(pairs) per round.
+    """
+    n = tf.shape(labels)[0]
+    anchor_labels = tf.gather(labels, anchors)
+
+    def draw(i, negs):
+        fresh = tf.random.stateless_uniform(tf.shape(anchors), seed=seed + i, minval=0,
+                                            maxval=n, dtype=tf.int32)
+        bad = tf.equal(tf.gather(labels, negs), anchor_labels)
+        return i + 1, tf.where(bad, fresh, negs)
+
+    def pending(i, negs):
+        return tf.reduce_any(tf.equal(tf.gather(labels, negs), anchor_labels))
+
+    _, negs = tf.while_loop(pending, draw, (tf.constant(0), tf.identity(anchors)))
+    return negs
+
+
+def _stack(a, p, n):
+    return tf.cast(tf.stack([a, p, n], axis=1), tf.int32)
+
+
+def select_triplets(embeddings, labels, strategy, alpha=0.2, seed=None, **options):
+    """Selects (anchor, positive, negative) row triplets, int32 [T, 3], from one batch.
+
+    Positives are every ordered pair a != p with the same label (the paper uses all of them);
+    negatives have another label. Strategies and their options:
+
+    - "semi_hard" (paper, section 3.2): for each anchor-positive pair, a negative with
+      d(a,p) < d(a,n) < d(a,p) + alpha. `choose="random"` (default, seeded uniform within the band)
+      or "hardest" (smallest d(a,n) in the band). Pairs with an empty band are skipped
+      (`fallback="skip"`, default) or get the hardest negative with d(a,n) > d(a,p)
+      (`fallback="hardest_beyond"`; skipped if there is none).
+    - "hard": for each pair the negative with the smallest d(a,n). `hardest_positive=True` keeps
+      only the positive with the largest d(a,p) per anchor ("batch-hard").
+    - "all": every (a, p, n) with positive loss, i.e. d(a,n) < d(a,p) + alpha ("batch-all").
+    - "random": a seeded uniform random negative for each pair (the paper's baseline).
+    - "tfa_semi_hard": tfa.losses.TripletSemiHardLoss' rule, for migrating users: the negative
+      with the smallest d(a,n) > d(a,p), else the largest d(a,n). Its margin does not enter the
+      selection (use alpha=1.0 in the loss). `distance` is "L2" (tfa's default), "squared-L2"
+      (both select identically) or "angular" (1 - cosine similarity).
+
+    Anchors without any negative yield no triplet. Ties pick the lowest index; `seed` (int or a
+    shape-[2] stateless seed; None draws from TF's global generator) fixes all random choices.
+    """
+    opts = _check_options(strategy, options)
+    e, y = _prepare(embeddings, labels)
+    n = tf.shape(e)[0]
+    eye = tf.eye(n, dtype=tf.bool)
+    same_label = tf.equal(y[:, None], y[None, :])
+    is_pos = same_label & ~eye
+    is_neg = ~same_label
+    if strategy == "tfa_semi_hard" and opts["distance"] == "angular":
+        d = _angular_distances(e)
+    else:
+        d = pairwise_squared_distances(e)
+    num_neg = tf.reduce_sum(tf.cast(is_neg, tf.int32), axis=1)
+    has_neg = num_neg > 0
+
+    if strategy == "hard":
+        hardest_neg = _first_argmin(d, is_neg)
+        if opts["hardest_positive"]:
+            hardest_pos = _first_argmax(d, is_pos)
+            keep = has_neg & tf.reduce_any(is_pos, axis=1)
+            anchors = tf.cast(tf.where(keep)[:, 0], tf.int32)
+            return _stack(anchors, tf.gather(hardest_pos, anchors),
+                          tf.gather(hardest_neg, anchors))
+        pairs = tf.cast(tf.where(is_pos & has_neg[:, None]), tf.int32)
+        return _stack(pairs[:, 0], pairs[:, 1], tf.gather(hardest_neg, pairs[:, 0]))
+
+    pairs = tf.cast(tf.where(is_pos & has_neg[:, None]), tf.int32)
+    a, p = pairs[:, 0], pairs[:, 1]
+    d_ap = tf.gather_nd(d, pairs)
+    pair_neg_count = tf.gather(num_neg, a)
+    # Pairs laid out on an [N, max positives] grid, so searches cost O(P log N), not O(N^2 log N).
+    per_anchor = tf.math.bincount(a, minlength=n, maxlength=n, dtype=tf.int32)
+    slot = tf.range(tf.shape(a)[0]) - tf.gather(tf.cumsum(per_anchor, exclusive=True), a)
+    grid_at = tf.stack([a, slot], axis=1)
+    grid_shape = tf.stack([n, tf.reduce_max(tf.concat([slot + 1, [1]], 0))])
+
+    def on_grid(values):
+        return tf.scatter_nd(grid_at, values, grid_shape)
+
+    def pick(sorted_idx, rank, keep):
+        rank = tf.clip_by_value(rank, 0, tf.shape(sorted_idx)[1] - 1)
+        negs = tf.gather_nd(sorted_idx, tf.stack([a, rank], axis=1))
+        return tf.boolean_mask(_stack(a, p, negs), keep)
+
+    if strategy == "random":
+        return _stack(a, p, _random_negatives(_seed_pair(seed), y, a))
+
+    alpha = tf.cast(alpha, tf.float32)
+    inf = tf.constant(np.inf, tf.float32)
+    neg_d = tf.where(is_neg, d, inf)
+    # Each anchor's negatives in ascending distance; top_k breaks ties by the lower index.
+    neg_top, sorted_idx = tf.math.top_k(-neg_d, k=n, sorted=True)
+    sorted_d = -neg_top
+
+    def count_below(values, side):
+        # Per pair: how many of the anchor's sorted negatives are < values ("left") or <=.
+        return tf.gather_nd(tf.searchsorted(sorted_d, on_grid(values), side=side,
+                                            out_type=tf.int32), grid_at)
+
+    beyond = count_below(d_ap, "right")  # rank of the first negative with d(a,n) > d(a,p)
+    if strategy == "tfa_semi_hard":
+        has_beyond = beyond < pair_neg_count
+        farthest = tf.gather(_first_argmax(d, is_neg), a)
+        outside = tf.gather_nd(sorted_idx, tf.stack([a, tf.minimum(beyond, n - 1)], axis=1))
+        return _stack(a, p, tf.where(has_beyond, outside, farthest))
+
+    below_margin = count_below(d_ap + alpha, "left")  # negatives with d(a,n) < d(a,p) + alpha
+    if strategy == "all":
+        counts = below_margin
+        pair_of = tf.repeat(tf.range(tf.shape(pairs)[0]), counts)
+        starts = tf.cumsum(counts, exclusive=True)
+        rank = tf.range(tf.shape(pair_of)[0]) - tf.gather(starts, pair_of)
+        ta = tf.gather(a, pair_of)
+        negs = tf.gather_nd(sorted_idx, tf.stack([ta, rank], axis=1))
+        return _stack(ta, tf.gather(p, pair_of), negs)
+
+    # semi_hard
+    band = tf.maximum(below_margin - beyond, 0)
+    if opts["choose"] == "random":
+        rank = beyond + _random_offsets(_seed_pair(seed), band)
+    else:
+        rank = beyond
+    keep = band > 0
+    if opts["fallback"] == "hardest_beyond":
+        rank = tf.where(keep, rank, beyond)
+        keep = keep | (beyond < pair_neg_count)
+    return pick(sorted_idx, rank, keep)
