@@ -1,0 +1,302 @@
+"""The pieces of the offline triplet-mining job: subset sampling, and its Beam DoFns.
+
+Pure, picklable and free of global state, so the same code runs in-process, in DirectRunner
+worker processes and on remote runners. The pipeline itself is wired in beam_jobs.mine_triplets.
+"""
+
+import hashlib
+import logging
+import os
+import re
+
+import apache_beam as beam
+import numpy as np
+
+from facenet_tf.data import records
+
+NAMESPACE = "mine_triplets"
+BAD = "bad"
+STATS = "stats"
+
+
+def stable_hash(*parts) -> int:
+    """A 63-bit hash of `parts` that is the same in every process (unlike hash())."""
+    text = "\x1f".join(str(p) for p in parts).encode("utf-8")
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "big") >> 1
+
+
+def derive_seed(seed: int, *parts) -> int:
+    """A seed in [0, 2**31) for one sub-task (e.g. one subset) of a job seeded with `seed`."""
+    return stable_hash("seed", seed, *parts) % (2 ** 31)
+
+
+def sample_subsets(labels, num_subsets: int, identities_per_subset: int, seed: int):
+    """Chooses the identities of each subset: a list of `num_subsets` sorted label lists.
+
+    Identities are dealt from seeded permutations in consecutive chunks, so the subsets cover
+    every identity once before any repeats; a short last chunk of a permutation is topped up
+    from that permutation's start. Each subset holds min(identities_per_subset, len(labels))
+    distinct identities.
+    """
+    labels = sorted(int(l) for l in labels)
+    if not labels:
+        raise ValueError("sample_subsets: no identities to sample from")
+    if num_subsets < 1 or identities_per_subset < 1:
+        raise ValueError(f"num_subsets ({num_subsets}) and identities_per_subset "
+                         f"({identities_per_subset}) must be >= 1")
+    k = min(identities_per_subset, len(labels))
+    per_pass = -(-len(labels) // k)
+    subsets = []
+    for s in range(num_subsets):
+        round_index, chunk = divmod(s, per_pass)
+        rng = np.random.default_rng([seed, round_index])
+        perm = [labels[i] for i in rng.permutation(len(labels))]
+        members = perm[chunk * k:(chunk + 1) * k]
+        members += perm[:k - len(members)]
+        subsets.append(sorted(members))
+    return subsets
+
+
+def num_subsets_for_fraction(num_identities: int, identities_per_subset: int,
+                             fraction: float) -> int:
+    """How many subsets cover `fraction` of the identities (at least one)."""
+    k = min(identities_per_subset, num_identities)
+    return max(1, int(np.ceil(fraction * num_identities / k)))
+
+
+def parse_record(element):
+    """(file name, serialized) -> ImageRecord, or a tagged bad-record entry with the reason."""
+    filename, serialized = element
+    try:
+        record = records.image_record_from_bytes(serialized)
+    except Exception as e:  # any undecodable bytes are one bad record, not a failed job
+        beam.metrics.Metrics.counter(NAMESPACE, "bad_records").inc()
+        yield beam.pvalue.TaggedOutput(BAD, {
+            "source": os.path.basename(str(filename)),
+            "record_sha256": hashlib.sha256(serialized).hexdigest()[:16],
+            "reason": f"unparseable image record: {e}"})
+        return
+    yield record
+
+
+def main_candidates(record, label_to_subsets, seed: int):
+    """One ((subset, label), (rank, image_id)) per subset that holds the record's identity.
+
+    The rank is a seeded hash, so keeping the smallest ranks per key is a seeded sample of
+    that identity's images which is the same whatever order the records arrive in.
+    """
+    for subset in label_to_subsets.get(record.label, ()):
+        yield (subset, record.label), (stable_hash(seed, "img", subset, record.image_id),
+                                       record.image_id)
+
+
+def negative_candidates(record, label_to_subsets, num_subsets: int, seed: int):
+    """One (subset, (rank, image_id)) per subset NOT holding the record's identity."""
+    inside = set(label_to_subsets.get(record.label, ()))
+    for subset in range(num_subsets):
+        if subset not in inside:
+            yield subset, (stable_hash(seed, "neg", subset, record.image_id), record.image_id)
+
+
+def join_selection(element):
+    """(image_id, {records, main, negatives}) -> (ImageRecord, memberships) for chosen images.
+
+    memberships: sorted (subset, mining_label) pairs; random extra negatives get a negative
+    mining label unique in their subset, so selection can never pair them as anchor-positive.
+    Duplicate image ids are reported as bad records; the smallest encoding is kept.
+    """
+    image_id, groups = element
+    recs = sorted(groups["records"], key=lambda r: r.encoded)
+    memberships = sorted(set(groups["main"]) | set(groups["negatives"]))
+    for dup in recs[1:]:
+        beam.metrics.Metrics.counter(NAMESPACE, "bad_records").inc()
+        yield beam.pvalue.TaggedOutput(BAD, {
+            "source": image_id, "reason": "duplicate image id (another record was kept)",
+            "record_sha256": hashlib.sha256(dup.encoded).hexdigest()[:16]})
+    if recs and memberships:
+        yield recs[0], memberships
+
+
+def main_memberships(element):
+    """((subset, label), [(rank, image_id), ...]) -> (image_id, (subset, label)) each."""
+    (subset, label), chosen = element
+    for _, image_id in chosen:
+        yield image_id, (subset, label)
+
+
+def negative_memberships(element):
+    """(subset, [(rank, image_id), ...]) -> (image_id, (subset, -1 - k)) each."""
+    subset, chosen = element
+    for k, (_, image_id) in enumerate(sorted(chosen)):
+        yield image_id, (subset, -1 - k)
+
+
+class EmbedImages(beam.DoFn):
+    """Embeds batches of (ImageRecord, memberships); the model is loaded once per worker.
+
+    Images are decoded and preprocessed one by one with the embedder's own preprocessing (a
+    corrupt image becomes a bad record) and embedded in fixed-size, zero-padded batches, so
+    an image's embedding does not depend on how Beam happened to batch it.
+    """
+
+    def __init__(self, model_path: str, preprocess_dict: dict | None, batch_size: int):
+        self._model_path = model_path
+        self._preprocess_dict = preprocess_dict
+        self._batch_size = batch_size
+        self._embedded = beam.metrics.Metrics.counter(NAMESPACE, "images_embedded")
+        self._bad = beam.metrics.Metrics.counter(NAMESPACE, "bad_records")
+
+    def setup(self):
+        import tensorflow as tf
+        from facenet_tf import export
+        from facenet_tf.data import preprocess
+        config = (preprocess.PreprocessConfig.from_dict(self._preprocess_dict)
+                  if self._preprocess_dict else None)
+        self._embedder = export.load_embedder(self._model_path, preprocess=config)
+        config = self._embedder.preprocess
+        self._decode = tf.function(lambda encoded: preprocess.preprocess_encoded(encoded, config),
+                                   input_signature=[tf.TensorSpec([], tf.string)])
+        self._op_error = tf.errors.OpError
+
+    def process(self, batch):
+        pixels, kept = [], []
+        for record, memberships in batch:
+            try:
+                pixels.append(self._decode(record.encoded).numpy())
+            except self._op_error as e:
+                self._bad.inc()
+                yield beam.pvalue.TaggedOutput(BAD, {
+                    "source": record.image_id,
+                    "reason": "undecodable image: " + _op_message(e)})
+                continue
+            kept.append((record, memberships))
+        for start in range(0, len(kept), self._batch_size):
+            chunk = np.stack(pixels[start:start + self._batch_size])
+            n = len(chunk)
+            if n < self._batch_size:
+                pad = np.zeros((self._batch_size - n,) + chunk.shape[1:], chunk.dtype)
+                chunk = np.concatenate([chunk, pad])
+            embeddings = np.asarray(self._embedder.embed_pixels(chunk))[:n]
+            self._embedded.inc(n)
+            for (record, memberships), embedding in zip(kept[start:start + n], embeddings):
+                yield record, memberships, embedding.astype(np.float32)
+
+
+def _op_message(error) -> str:
+    """A TF op error's message without the function-node prefix TF puts in front."""
+    return re.sub(r"\{\{[^}]*\}\}\s*", "", error.message.splitlines()[0]).strip()
+
+
+def by_subset(element):
+    """(record, memberships, embedding) -> (subset, (record, mining_label, embedding)) each."""
+    record, memberships, embedding = element
+    for subset, mining_label in memberships:
+        yield subset, (record, mining_label, embedding)
+
+
+def pair_statistics(distances: np.ndarray, labels: np.ndarray, alpha: float):
+    """Ordered anchor-positive pairs among labels >= 0, and how many have a semi-hard negative.
+
+    A semi-hard negative n of pair (a, p): label(n) != label(a) and
+    d(a,p) < d(a,n) < d(a,p) + alpha (squared distances).
+    """
+    pairs = with_semi_hard = 0
+    for a in range(len(labels)):
+        if labels[a] < 0:
+            continue
+        same = labels == labels[a]
+        positives = np.flatnonzero(same & (np.arange(len(labels)) != a))
+        if positives.size == 0:
+            continue
+        negatives = np.sort(distances[a, ~same])
+        d_ap = distances[a, positives]
+        lo = np.searchsorted(negatives, d_ap, side="right")
+        hi = np.searchsorted(negatives, d_ap + alpha, side="left")
+        pairs += positives.size
+        with_semi_hard += int(np.sum(hi > lo))
+    return pairs, with_semi_hard
+
+
+class MineSubset(beam.DoFn):
+    """Mines one subset's triplets with facenet_tf.mining.select_triplets.
+
+    Main output: (shard, (sort_key, serialized triplet record)); tagged STATS output: the
+    subset's counts and distance sums for the manifest.
+    """
+
+    def __init__(self, strategy: str, alpha: float, seed: int, generation: int, model_tag: str,
+                 num_shards: int, strategy_options: dict | None = None):
+        self._strategy = strategy
+        self._alpha = alpha
+        self._seed = seed
+        self._generation = generation
+        self._model_tag = model_tag
+        self._num_shards = num_shards
+        self._options = dict(strategy_options or {})
+        self._mined = beam.metrics.Metrics.counter(NAMESPACE, "subsets_mined")
+        self._triplets = beam.metrics.Metrics.counter(NAMESPACE, "triplets_mined")
+
+    def process(self, element):
+        import tensorflow as tf
+        from facenet_tf import mining
+        subset, items = element
+        items = sorted(items, key=lambda item: (item[0].image_id, item[1]))
+        recs = [item[0] for item in items]
+        labels = np.array([item[1] for item in items], np.int32)
+        embeddings = np.stack([item[2] for item in items]).astype(np.float32)
+        distances = mining.pairwise_squared_distances(tf.constant(embeddings)).numpy()
+        pairs, with_semi_hard = pair_statistics(distances, labels, self._alpha)
+        triplets = np.zeros((0, 3), np.int32)
+        if pairs:
+            triplets = mining.select_triplets(
+                tf.constant(embeddings), tf.constant(labels), self._strategy, alpha=self._alpha,
+                seed=derive_seed(self._seed, "subset", subset), **self._options)
+            triplets = np.asarray(triplets, np.int64).reshape(-1, 3)
+        sum_ap = sum_an = 0.0
+        for a, p, n in triplets:
+            d_ap, d_an = float(distances[a, p]), float(distances[a, n])
+            sum_ap += d_ap
+            sum_an += d_an
+            info = records.MiningInfo(model=self._model_tag, strategy=self._strategy,
+                                      alpha=float(self._alpha), generation=self._generation,
+                                      d_ap=d_ap, d_an=d_an)
+            example = records.triplet_example(recs[a], recs[p], recs[n], info)
+            ids = (recs[a].image_id, recs[p].image_id, recs[n].image_id)
+            key = stable_hash(self._seed, subset, *ids)
+            yield key % self._num_shards, ((key, subset) + ids,
+                                             example.SerializeToString(deterministic=True))
+        self._mined.inc()
+        self._triplets.inc(len(triplets))
+        yield beam.pvalue.TaggedOutput(STATS, {
+            "subset": subset, "images": len(recs),
+            "identities": len({int(l) for l in labels if l >= 0}),
+            "anchor_positive_pairs": pairs, "pairs_with_semi_hard_negative": with_semi_hard,
+            "triplets": len(triplets), "sum_d_ap": sum_ap, "sum_d_an": sum_an})
+
+
+class WriteShard(beam.DoFn):
+    """Writes one shard's triplet records, sorted by their key, to `directory`."""
+
+    def __init__(self, directory: str, num_shards: int):
+        self._directory = directory
+        self._num_shards = num_shards
+        self._written = beam.metrics.Metrics.counter(NAMESPACE, "triplets_written")
+
+    def process(self, element):
+        import tensorflow as tf
+        shard, rows = element
+        rows = sorted(rows)
+        name = records.shard_name(records.TRIPLET_SHARD_PREFIX, shard, self._num_shards)
+        with tf.io.TFRecordWriter(os.path.join(self._directory, name)) as writer:
+            for _, serialized in rows:
+                writer.write(serialized)
+        self._written.inc(len(rows))
+        logging.info("mine_triplets: wrote %s (%d triplets)", name, len(rows))
+        yield {"file": name, "index": shard, "num_triplets": len(rows)}
+
+
+def write_json(items, path: str):
+    """Writes a list (from beam.combiners.ToList) as JSON; used for the job's side results."""
+    from facenet_tf import io_utils
+    io_utils.write_json_atomic(path, sorted(items, key=lambda d: sorted(d.items())))
+    return path

@@ -1,0 +1,102 @@
+"""Subset sampling and the pure helpers of the mining job, against hand-written loops."""
+
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from beam_jobs import mining_transforms as mt
+
+
+def test_stable_hash_is_the_same_in_another_process():
+    here = mt.stable_hash(7, "subset", 3, "a/1.png")
+    code = ("from beam_jobs import mining_transforms as mt; "
+            "print(mt.stable_hash(7, 'subset', 3, 'a/1.png'))")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, env={"PYTHONHASHSEED": "123", "PYTHONPATH": sys.path[0]},
+                           cwd=_repo_root()).stdout.strip()
+    assert int(other) == here
+    assert 0 <= here < 2 ** 63
+    assert mt.stable_hash(7, "subset", 3, "a/2.png") != here
+
+
+def _repo_root():
+    import os
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
+
+def test_sample_subsets_covers_every_identity_before_repeating():
+    labels = list(range(10, 20))
+    subsets = mt.sample_subsets(labels, num_subsets=6, identities_per_subset=4, seed=3)
+    assert len(subsets) == 6
+    for s in subsets:
+        assert len(s) == 4 and len(set(s)) == 4 and s == sorted(s)
+        assert set(s) <= set(labels)
+    # 10 identities, 4 per subset: subsets 0-2 are one pass and cover everything.
+    assert set().union(*subsets[:3]) == set(labels)
+    assert set().union(*subsets[3:6]) == set(labels)
+
+
+def test_sample_subsets_is_seeded():
+    labels = list(range(30))
+    a = mt.sample_subsets(labels, 5, 7, seed=1)
+    assert a == mt.sample_subsets(list(reversed(labels)), 5, 7, seed=1)
+    assert a != mt.sample_subsets(labels, 5, 7, seed=2)
+
+
+def test_sample_subsets_with_fewer_identities_than_asked():
+    assert mt.sample_subsets([4, 2, 9], 2, 45, seed=0) == [[2, 4, 9], [2, 4, 9]]
+    with pytest.raises(ValueError, match="no identities"):
+        mt.sample_subsets([], 1, 3, seed=0)
+
+
+def test_num_subsets_for_fraction():
+    assert mt.num_subsets_for_fraction(100, 45, 1.0) == 3      # ceil(100 / 45)
+    assert mt.num_subsets_for_fraction(100, 45, 0.5) == 2      # ceil(50 / 45)
+    assert mt.num_subsets_for_fraction(10, 45, 1.0) == 1
+    assert mt.num_subsets_for_fraction(100, 10, 0.01) == 1
+
+
+def test_pair_statistics_matches_a_triple_loop():
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 0, 0, 1, 1, 2, -1, -2, 2, 2])
+    points = rng.normal(size=(len(labels), 3))
+    d = ((points[:, None, :] - points[None, :, :]) ** 2).sum(-1)
+    alpha = 0.8
+    pairs = semi = 0
+    for a, p in itertools.permutations(range(len(labels)), 2):
+        if labels[a] < 0 or labels[a] != labels[p]:
+            continue
+        pairs += 1
+        semi += any(labels[n] != labels[a] and d[a, p] < d[a, n] < d[a, p] + alpha
+                    for n in range(len(labels)))
+    assert pairs == 3 * 2 + 2 + 3 * 2
+    assert mt.pair_statistics(d, labels, alpha) == (pairs, semi)
+    assert 0 < semi < pairs  # the case exercises both outcomes
+
+
+def test_parse_record_tags_garbage_as_bad():
+    from facenet_tf.data import records
+    rec = records.ImageRecord(b"x", "png", 3, "p", "p/1.png", 1, 1)
+    good = list(mt.parse_record(("s.tfrecord", records.image_example(rec).SerializeToString())))
+    assert good == [rec]
+    bad = list(mt.parse_record(("gs://b/s.tfrecord", b"\xff\xfe garbage")))
+    assert len(bad) == 1 and bad[0].tag == mt.BAD
+    assert bad[0].value["source"] == "s.tfrecord"
+    assert "unparseable" in bad[0].value["reason"]
+
+
+def test_candidates_and_memberships():
+    from facenet_tf.data import records
+    rec = records.ImageRecord(b"x", "png", 5, "p", "p/1.png", 1, 1)
+    label_to_subsets = {5: [0, 2], 6: [1]}
+    main = list(mt.main_candidates(rec, label_to_subsets, seed=1))
+    assert [k for k, _ in main] == [(0, 5), (2, 5)]
+    assert all(v[1] == "p/1.png" for _, v in main)
+    neg = list(mt.negative_candidates(rec, label_to_subsets, num_subsets=4, seed=1))
+    assert [k for k, _ in neg] == [1, 3]
+    chosen = [(9, "b"), (1, "a")]
+    assert list(mt.negative_memberships((3, chosen))) == [("a", (3, -1)), ("b", (3, -2))]
+    assert list(mt.main_memberships(((3, 5), chosen))) == [("b", (3, 5)), ("a", (3, 5))]
