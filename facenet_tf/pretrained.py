@@ -215,29 +215,20 @@ class FrozenGraphEmbedder:
 
 
 def export_pretrained(export_dir: str, trainable_bn: bool = False,
-                      graph_path: str | None = None, wheel_path: str | None = None) -> dict:
+                      graph_path: str | None = None, wheel_path: str | None = None,
+                      graph_def=None) -> dict:
     """Writes export_dir/model.keras, export_dir/saved_model/ and, last, manifest.json."""
     from facenet_tf import io_utils, runinfo
-    model = build_pretrained_model(trainable_bn, graph_path, wheel_path)
+    from facenet_tf.export import export_saved_model
+    model = build_pretrained_model(trainable_bn, graph_path, wheel_path, graph_def=graph_def)
     tf.io.gfile.makedirs(export_dir)
     keras_path = os.path.join(export_dir, "model.keras")
     model.save(keras_path)
     saved_model_dir = os.path.join(export_dir, "saved_model")
-    metadata = {"source": SOURCE, "architecture": "inception_resnet_v1",
-                "embedding_dim": EMBEDDING_DIM}
-    try:
-        from facenet_tf.export import export_saved_model
-    except ImportError:
-        export_saved_model = None
-    if export_saved_model is not None:
-        export_saved_model(model, saved_model_dir, PRETRAINED_PREPROCESS,
-                           extra_metadata=metadata)
-    else:
-        model.export(saved_model_dir)
-    manifest = {**metadata, "keras_model": "model.keras", "saved_model": "saved_model",
-                "preprocess": PRETRAINED_PREPROCESS.to_dict(),
-                "saved_model_writer": ("facenet_tf.export.export_saved_model"
-                                       if export_saved_model else "keras Model.export"),
+    metadata = {"source": SOURCE, "architecture": "inception_resnet_v1"}
+    export_saved_model(model, saved_model_dir, PRETRAINED_PREPROCESS, extra_metadata=metadata)
+    manifest = {**metadata, "embedding_dim": EMBEDDING_DIM, "keras_model": "model.keras",
+                "saved_model": "saved_model", "preprocess": PRETRAINED_PREPROCESS.to_dict(),
                 "run_info": runinfo.collect()}
     io_utils.write_json_atomic(os.path.join(export_dir, io_utils.MANIFEST_NAME), manifest)
     return manifest
@@ -248,7 +239,7 @@ def main(argv):
     from absl import flags
     f = flags.FLAGS
     manifest = export_pretrained(f.export_dir, f.trainable_bn, f.graph_path, f.wheel_path)
-    print(f"wrote {f.export_dir} ({manifest['saved_model_writer']})")
+    print(f"wrote {f.export_dir}: model.keras, saved_model/ ({manifest['source']})")
 
 
 def _define_flags():
