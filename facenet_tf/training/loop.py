@@ -65,7 +65,10 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
 
 
 def triplet_metrics(alpha: float) -> list:
-    """Per-example statistics of a [B, 3, D] triplet batch, averaged by Keras."""
+    """Per-example statistics of an offline [B, 3, D] triplet batch, averaged by Keras.
+
+    (Online mining reports the same statistics through facenet_tf.losses.triplet_metrics.)
+    """
     def distances(y_pred):
         a, p, n = y_pred[:, 0], y_pred[:, 1], y_pred[:, 2]
         return (keras.ops.sum(keras.ops.square(a - p), axis=-1),
@@ -98,10 +101,9 @@ def compile_model(config: TrainConfig, strategy, embedder_fn=None):
                           metrics=triplet_metrics(config.alpha), jit_compile=False)
         else:
             model = embedder
-            model.compile(optimizer=optimizer,
-                          loss=losses.OnlineTripletLoss(strategy=config.strategy,
-                                                        alpha=config.alpha, seed=config.seed),
-                          jit_compile=False)
+            mining_args = dict(strategy=config.strategy, alpha=config.alpha, seed=config.seed)
+            model.compile(optimizer=optimizer, loss=losses.OnlineTripletLoss(**mining_args),
+                          metrics=losses.triplet_metrics(**mining_args), jit_compile=False)
         optimizer.build(embedder.trainable_variables)
     return model, embedder, optimizer
 

@@ -1,0 +1,116 @@
+"""The generation loop end to end on a tiny dataset: real Beam mining, export, resume, NaN stop."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from facenet_tf import io_utils
+from facenet_tf.training import callbacks, loop
+from facenet_tf.training.config import TrainConfig
+from tests.conftest import make_tiny_embedding_model
+from tests.training import _helpers
+
+
+def tiny():
+    return make_tiny_embedding_model(_helpers.TINY_SHAPE, embedding_dim=8, seed=0)
+
+
+def _config(dataset, model_dir, **kw):
+    base = dict(train_data=dataset, model_dir=str(model_dir), steps=4, remine_every_steps=2,
+                checkpoint_every_steps=2, batch_size=4, identities_per_subset=4,
+                images_per_identity=4, verbose=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _optimizer_iterations(checkpoint_path):
+    names = [n for n, _ in tf.train.list_variables(checkpoint_path)
+             if n.startswith("optimizer/") and "iteration" in n]
+    assert names, tf.train.list_variables(checkpoint_path)
+    return int(tf.train.load_checkpoint(checkpoint_path).get_tensor(names[0]))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return _helpers.tiny_dataset(str(tmp_path_factory.mktemp("data")))
+
+
+def test_two_generations_then_resume_continues(dataset, tmp_path):
+    model_dir = tmp_path / "run"
+    result = loop.train(_config(dataset, model_dir), embedder_fn=tiny)
+    assert (result["step"], result["generation"]) == (4, 1)
+    assert [h["step"] for h in result["history"]] == [2, 4]
+    assert [h["generation"] for h in result["history"]] == [0, 1]
+    for h in result["history"]:
+        assert np.isfinite(h["loss"]) and 0 <= h["fraction_active"] <= 1
+    # Generation 1 was mined by the model as it was at step 2 (the re-mining checkpoint).
+    gen0 = io_utils.read_manifest(loop.generation_dir(str(model_dir), 0))
+    gen1 = io_utils.read_manifest(loop.generation_dir(str(model_dir), 1))
+    assert (gen0["model_step"], gen1["model_step"]) == (0, 2)
+    assert gen0["model_fingerprint"] != gen1["model_fingerprint"]
+    assert os.path.exists(os.path.join(result["export_dir"], "saved_model.pb"))
+    assert os.path.exists(model_dir / "run_info.json")
+    assert any(f.startswith("events") for f in os.listdir(model_dir / "tensorboard"))
+
+    state = json.loads((model_dir / callbacks.STATE_NAME).read_text())
+    assert _optimizer_iterations(state["checkpoint"]) == 4
+
+    # Same directory, more steps: continues at step 4 in generation 1 -> 2, keeps the history.
+    again = loop.train(_config(dataset, model_dir, steps=6), embedder_fn=tiny)
+    assert (again["step"], again["generation"]) == (6, 2)
+    assert [h["step"] for h in again["history"]] == [2, 4, 6]
+    assert again["history"][:2] == result["history"]
+    state = json.loads((model_dir / callbacks.STATE_NAME).read_text())
+    assert _optimizer_iterations(state["checkpoint"]) == 6
+
+
+def test_steps_zero_exports_the_initial_model(dataset, tmp_path):
+    from facenet_tf.export import load_embedder
+    result = loop.train(_config(dataset, tmp_path / "run", steps=0,
+                                export_dir=str(tmp_path / "export")), embedder_fn=tiny)
+    assert result["step"] == 0 and result["history"] == []
+    pixels = np.random.RandomState(0).uniform(-1, 1, (3,) + _helpers.TINY_SHAPE)
+    got = load_embedder(str(tmp_path / "export")).embed_pixels(pixels.astype("float32"))
+    want = np.asarray(tiny()(pixels.astype("float32")))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+class PoisonAfter(keras.layers.Layer):
+    """Identity for the first `n` training calls, then NaN (a diverging run, on cue)."""
+
+    def __init__(self, n, **kw):
+        super().__init__(**kw)
+        self.n = n
+
+    def build(self, shape):
+        self.calls = self.add_weight(shape=(), initializer="zeros", trainable=False, name="calls")
+
+    def call(self, x, training=False):
+        if training:
+            self.calls.assign_add(1.0)
+        poison = keras.ops.where(self.calls > self.n, float("nan"), 0.0)
+        return x + poison
+
+    def get_config(self):
+        return {**super().get_config(), "n": self.n}
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
+    def poisoned():
+        base = tiny()
+        out = PoisonAfter(5, name="poison")(base.output)
+        return keras.Model(base.input, out)
+
+    config = _config(dataset, tmp_path / "run", steps=10, remine_every_steps=10)
+    with pytest.raises(callbacks.TrainingDiverged, match="step 6.*step 4"):
+        loop.train(config, embedder_fn=poisoned)
+    state = json.loads((tmp_path / "run" / callbacks.STATE_NAME).read_text())
+    assert state["step"] == 4 and [h["step"] for h in state["history"]] == [2, 4]
+    reader = tf.train.load_checkpoint(state["checkpoint"])
+    for name, _ in tf.train.list_variables(state["checkpoint"]):
+        if name.startswith("model/") and "VARIABLE_VALUE" in name:
+            assert np.all(np.isfinite(reader.get_tensor(name))), name
