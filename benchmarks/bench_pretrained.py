@@ -1,0 +1,91 @@
+"""Embedding throughput of the converted pretrained FaceNet (Keras call and loaded SavedModel,
+batch 1 and 64) against the original frozen graph through tf.compat.v1 (batch fixed at 1),
+on the same prewhitened faces in the same run.
+
+Ceiling: the graph costs 2.84 GFLOP per image (TF profiler) and this machine's float32
+matmul peak is about 245 GFLOP/s, so about 86 images/s.
+
+python -m benchmarks.bench_pretrained [--quick]
+"""
+
+import glob
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from facenet_tf import pretrained
+from facenet_tf.data.preprocess import preprocess_encoded
+
+CEILING_IMAGES_PER_S = 245e9 / 2.84e9
+SHARED_LFW = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))),
+                          os.pardir, "shared", "data", "lfw_dev", "images")
+
+
+def _faces(n, seed=0):
+    """n prewhitened 160x160 faces: real LFW images if present, else seeded noise."""
+    paths = sorted(glob.glob(os.path.join(SHARED_LFW, "*", "*.jpg")))
+    if not paths:
+        return np.random.RandomState(seed).randn(n, 160, 160, 3).astype(np.float32), "noise"
+    chosen = np.random.RandomState(seed).choice(len(paths), n, replace=len(paths) < n)
+    cfg = pretrained.PRETRAINED_PREPROCESS
+    return np.stack([preprocess_encoded(tf.io.read_file(paths[i]), cfg).numpy()
+                     for i in chosen]), "LFW"
+
+
+def _rate(fn, images, batch, repeats):
+    """images/s of fn over `images` in batches of `batch` (after one warm-up batch)."""
+    fn(images[:batch])
+    start = time.perf_counter()
+    done = 0
+    for _ in range(repeats):
+        for i in range(0, len(images) - batch + 1, batch):
+            fn(images[i:i + batch])
+            done += batch
+    return done / (time.perf_counter() - start)
+
+
+def run(quick: bool) -> list:
+    n = 64 if quick else 128
+    repeats = 1 if quick else 2
+    images, source = _faces(n)
+    graph_def = pretrained.load_frozen_graph_def()
+    frozen = pretrained.FrozenGraphEmbedder(graph_def)
+    model = pretrained.build_pretrained_model(graph_def=graph_def)
+    keras_fn = tf.function(lambda x: model(x, training=False))
+    from facenet_tf.export import export_saved_model
+    with tempfile.TemporaryDirectory() as tmp:
+        export_saved_model(model, os.path.join(tmp, "sm"), pretrained.PRETRAINED_PREPROCESS)
+        loaded = tf.saved_model.load(os.path.join(tmp, "sm"))
+    embed = loaded.signatures["embed"]
+    saved_fn = lambda x: embed(pixels=tf.constant(x))["embeddings"]  # noqa: E731
+
+    graph_b1 = _rate(frozen, images[: n // 2], 1, repeats)
+    rows = [{"benchmark": "pretrained", "metric": "frozen_graph_compat_v1_b1_images_per_s",
+             "value": round(graph_b1, 2), "baseline": None, "ratio": None, "target": None,
+             "notes": f"{source} faces; {graph_b1 / CEILING_IMAGES_PER_S:.0%} of the "
+                      f"{CEILING_IMAGES_PER_S:.0f} img/s ceiling"}]
+    for name, fn in (("keras_call", keras_fn), ("saved_model", saved_fn)):
+        for batch, target in ((1, 1.0), (64, 1.5)):
+            imgs = images[: n // 2] if batch == 1 else images
+            rate = _rate(lambda x: np.asarray(fn(x)), imgs, batch, repeats)
+            rows.append({"benchmark": "pretrained", "metric": f"{name}_b{batch}_images_per_s",
+                         "value": round(rate, 2), "baseline": round(graph_b1, 2),
+                         "ratio": round(rate / graph_b1, 2), "target": f">= {target}x",
+                         "notes": f"vs frozen graph batch 1; "
+                                  f"{rate / CEILING_IMAGES_PER_S:.0%} of ceiling"})
+    frozen.close()
+    return rows
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    for row in run(quick="--quick" in argv):
+        print(row)
+
+
+if __name__ == "__main__":
+    main()
