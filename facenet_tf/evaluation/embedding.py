@@ -1,0 +1,105 @@
+"""Embeds image files in batches, each distinct file once, with progress in the log."""
+
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from facenet_tf.data import images as image_utils
+from facenet_tf.data import preprocess as pp
+from facenet_tf.data.pairs import IMAGE_EXTENSIONS
+
+# Leading bytes of the formats tf.io.decode_image reads; anything else goes through Pillow.
+_TF_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+
+
+def read_encoded(path: str) -> bytes:
+    """A file's bytes in a format TF decodes (PGM, TIFF, ... converted to PNG with Pillow)."""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        data = f.read()
+    if data.startswith(_TF_MAGIC):
+        return data
+    try:
+        return image_utils.normalize_image(data).encoded
+    except image_utils.BadImageError as e:
+        raise image_utils.BadImageError(f"{path}: {e}") from None
+
+
+def list_images(root: str) -> list:
+    """Image files under `root` (recursively), sorted, as paths."""
+    out = []
+    for dirpath, _, files in tf.io.gfile.walk(root):
+        out.extend(os.path.join(dirpath, f) for f in files
+                   if f.lower().endswith(IMAGE_EXTENSIONS))
+    return sorted(out)
+
+
+class _Progress:
+    def __init__(self, total: int, every_s: float):
+        self.total, self.every_s = total, every_s
+        self.start = self.last = time.time()
+
+    def update(self, done: int, force: bool = False):
+        now = time.time()
+        if force or now - self.last >= self.every_s:
+            rate = done / max(now - self.start, 1e-9)
+            logging.info("embedded %d/%d images (%.1f images/s)", done, self.total, rate)
+            self.last = now
+
+
+def embed_encoded_images(embedder, encoded_images, total: int | None = None,
+                         batch_size: int = 64, flip: bool = False, names=None,
+                         progress_every_s: float = 10.0) -> np.ndarray:
+    """Embeds an iterable of encoded images with `embedder.preprocess`, in batches.
+
+    flip=True averages each image's embedding with its mirror image's, then re-normalises.
+    `names` (parallel to the images) are used in decoding errors.
+    """
+    cfg = embedder.preprocess
+    prep = tf.function(lambda b: pp.preprocess_encoded(b, cfg),
+                       input_signature=[tf.TensorSpec([], tf.string)])
+    names = list(names) if names is not None else None
+    progress = _Progress(total or 0, progress_every_s)
+    out, batch = [], []
+
+    def flush():
+        x = np.stack(batch)
+        emb = embedder.embed_pixels(x)
+        if flip:
+            emb = emb + embedder.embed_pixels(x[:, :, ::-1, :])
+            emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        out.append(emb.astype(np.float32))
+        batch.clear()
+
+    count = 0
+    for i, encoded in enumerate(encoded_images):
+        try:
+            batch.append(prep(tf.constant(encoded)).numpy())
+        except tf.errors.InvalidArgumentError as e:
+            name = names[i] if names else f"image {i}"
+            raise image_utils.BadImageError(f"{name}: cannot decode ({e.message.splitlines()[0]})"
+                                            ) from None
+        count += 1
+        if len(batch) == batch_size:
+            flush()
+            progress.update(count)
+    if batch:
+        flush()
+    progress.update(count, force=True)
+    if not out:
+        return np.zeros((0, embedder.embedding_dim), np.float32)
+    return np.concatenate(out)
+
+
+def embed_files(embedder, paths, batch_size: int = 64, flip: bool = False,
+                progress_every_s: float = 10.0) -> np.ndarray:
+    """Embeddings aligned with `paths`; a path listed twice is read and embedded once."""
+    paths = list(paths)
+    unique = list(dict.fromkeys(paths))
+    emb = embed_encoded_images(embedder, (read_encoded(p) for p in unique), total=len(unique),
+                               batch_size=batch_size, flip=flip, names=unique,
+                               progress_every_s=progress_every_s)
+    row = {p: i for i, p in enumerate(unique)}
+    return emb[[row[p] for p in paths]] if paths else emb
