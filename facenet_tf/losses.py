@@ -128,7 +128,8 @@ class OnlineTripletLoss(keras.losses.Loss):
     def __init__(self, strategy="semi_hard", alpha=None, seed=None, name="online_triplet_loss",
                  reduction="sum_over_batch_size", **options):
         super().__init__(name=name, reduction=reduction)
-        mining._check_options(strategy, options)
+        resolved = mining._check_options(strategy, options)
+        self._distance = resolved.get("distance", "squared-L2")
         self.strategy = strategy
         self.alpha = float(_default_alpha(strategy, alpha))
         self.seed = seed
@@ -142,9 +143,8 @@ class OnlineTripletLoss(keras.losses.Loss):
             tf.stop_gradient(g_emb), g_labels, self.strategy, alpha=self.alpha,
             seed=_batch_seed(self.seed, g_labels), **self.options)
         a, p, n = (tf.gather(g_emb, triplets[:, i]) for i in range(3))
-        distance = self.options.get("distance", "squared-L2")
-        per_triplet = tf.nn.relu(_pair_distances(a, p, distance) - _pair_distances(a, n, distance)
-                                 + self.alpha)
+        per_triplet = tf.nn.relu(_pair_distances(a, p, self._distance)
+                                 - _pair_distances(a, n, self._distance) + self.alpha)
         n_global = tf.shape(g_emb)[0]
         per_anchor = tf.math.unsorted_segment_sum(per_triplet, triplets[:, 0], n_global)
         scale = tf.cast(n_global, tf.float32) / tf.cast(tf.maximum(tf.shape(triplets)[0], 1),
