@@ -1,0 +1,100 @@
+"""Runs every benchmark and writes one Markdown table of ratios with their absolute numbers.
+
+    python -m benchmarks.run_all [--quick] [--only mining,trainer] [--output benchmarks/RESULTS.md]
+
+Each benchmark module has `run(quick: bool) -> list[dict]`; a row holds the measured value,
+the baseline measured in the same run, their ratio and the target.
+"""
+
+import argparse
+import datetime
+import importlib
+import os
+import platform
+import sys
+import time
+import traceback
+
+BENCHMARKS = {
+    "mining": "benchmarks.bench_mining",
+    "beam_embed": "benchmarks.bench_mine_embed",
+    "trainer": "benchmarks.bench_trainer",
+    "input_pipeline": "benchmarks.bench_input_pipeline",
+    "pretrained": "benchmarks.bench_pretrained",
+}
+COLUMNS = ("benchmark", "metric", "value", "baseline", "ratio", "target", "notes")
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import tensorflow as tf
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    return (f"{os.cpu_count()} cores ({cpu}), {gpus} GPU, Python {platform.python_version()}, "
+            f"TensorFlow {tf.__version__}")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return "" if value is None else str(value)
+
+
+def to_markdown(rows, header: str) -> str:
+    lines = [header, "", "| " + " | ".join(COLUMNS) + " |",
+             "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(c)) for c in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke run")
+    parser.add_argument("--only", default="", help="comma-separated subset of: "
+                        + ", ".join(BENCHMARKS))
+    parser.add_argument("--output", default="", help="write the Markdown table here")
+    args = parser.parse_args(argv)
+    names = [n for n in args.only.split(",") if n] or list(BENCHMARKS)
+    unknown = set(names) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark(s) {sorted(unknown)}; choices: {list(BENCHMARKS)}")
+
+    rows, failures = [], []
+    for name in names:
+        print(f"== {name}", flush=True)
+        t0 = time.time()
+        try:
+            module = importlib.import_module(BENCHMARKS[name])
+            new_rows = module.run(quick=args.quick)
+        except Exception:  # one broken benchmark must not hide the others' results
+            traceback.print_exc()
+            failures.append(name)
+            new_rows = [{"benchmark": name, "metric": "FAILED", "notes": "see log"}]
+        for row in new_rows:
+            print("   " + ", ".join(f"{k}={_fmt(row.get(k))}" for k in COLUMNS if k in row),
+                  flush=True)
+        rows.extend(new_rows)
+        print(f"   ({time.time() - t0:.0f} s)", flush=True)
+
+    header = (f"Benchmarks run {datetime.date.today().isoformat()} on {machine_description()}"
+              + (" (quick mode)" if args.quick else ""))
+    table = to_markdown(rows, header)
+    print()
+    print(table)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(table)
+        print(f"wrote {args.output}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
