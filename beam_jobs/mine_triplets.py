@@ -25,6 +25,7 @@ import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.utils.shared import Shared
 
 from beam_jobs import mining_transforms as mt
 from facenet_tf import io_utils, mining, runinfo
@@ -116,13 +117,18 @@ def read_dataset(dataset_dir: str) -> dict:
             "num_images": num_images, "num_identities": len(label_map)}
 
 
-def load_model_info(config: MiningConfig) -> dict:
-    """Loads the model once on the driver: a clear error now rather than on every worker."""
+def load_model_info(config: MiningConfig, shared_model: Shared) -> dict:
+    """Loads the model on the driver: a clear error now rather than on every worker.
+
+    The model is loaded through `shared_model`, so in-process workers reuse it; the returned
+    dict holds it ("embedder") and must stay referenced while the pipeline runs.
+    """
     from facenet_tf import export
     if not tf.io.gfile.exists(config.model):
         raise FileNotFoundError(f"--model {config.model}: no such file or directory")
     try:
-        embedder = export.load_embedder(config.model, preprocess=config.preprocess)
+        embedder = shared_model.acquire(
+            lambda: export.load_embedder(config.model, preprocess=config.preprocess))
     except Exception as e:
         raise ValueError(f"--model {config.model}: not a loadable embedding model "
                          f"(a SavedModel from facenet_tf.export or a .keras file): {e}") from e
@@ -130,11 +136,11 @@ def load_model_info(config: MiningConfig) -> dict:
     step = metadata.get("step")
     return {"fingerprint": str(embedder.fingerprint), "step": step,
             "embedding_dim": int(embedder.embedding_dim),
-            "preprocess": embedder.preprocess.to_dict(), "metadata": metadata}
+            "preprocess": embedder.preprocess.to_dict(), "embedder": embedder}
 
 
 def build_pipeline(pipeline, config: MiningConfig, shard_paths, subsets, model_tag: str,
-                   preprocess_dict: dict, tmp_dir: str):
+                   preprocess_dict: dict, tmp_dir: str, shared_model: Shared | None = None):
     """Adds the mining stages to `pipeline`; side results land as JSON files in tmp_dir."""
     label_to_subsets = {}
     for s, members in enumerate(subsets):
@@ -169,8 +175,9 @@ def build_pipeline(pipeline, config: MiningConfig, shard_paths, subsets, model_t
     embedded = (joined.selected
                 | "Batch" >> beam.BatchElements(min_batch_size=config.batch_size,
                                                 max_batch_size=config.batch_size)
-                | "Embed" >> beam.ParDo(mt.EmbedImages(config.model, preprocess_dict,
-                                                       config.batch_size)).with_outputs(
+                | "Embed" >> beam.ParDo(mt.EmbedImages(
+                    config.model, preprocess_dict, config.batch_size,
+                    shared_model)).with_outputs(
                     mt.BAD, main="embeddings"))
     mined = (embedded.embeddings
              | "BySubset" >> beam.FlatMap(mt.by_subset)
@@ -222,7 +229,8 @@ def mine_triplets(config: MiningConfig, pipeline_options=None, run_info: dict | 
         raise FileExistsError(f"{config.output_dir}: already holds a complete generation "
                               f"({io_utils.MANIFEST_NAME} exists); use a new output_dir")
     data = read_dataset(config.dataset)
-    model = load_model_info(config)
+    shared_model = Shared()
+    model = load_model_info(config, shared_model)
     model_tag = model["fingerprint"]
     eligible = data["eligible_labels"]
     num_subsets = config.num_subsets or mt.num_subsets_for_fraction(
@@ -241,10 +249,11 @@ def mine_triplets(config: MiningConfig, pipeline_options=None, run_info: dict | 
     options = _pipeline_options(pipeline_options)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, config, data["shards"], subsets, model_tag, model["preprocess"],
-                   tmp_dir)
+                   tmp_dir, shared_model)
     log.info("mine_triplets: running the pipeline (read, sample, embed, mine, write)")
     result = pipeline.run()
     result.wait_until_finish()
+    del model["embedder"]
     counters = _query_counters(result)
     log.info("mine_triplets: pipeline done in %.1f s; counters %s", time.time() - started,
              counters)

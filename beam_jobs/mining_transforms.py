@@ -139,10 +139,14 @@ class EmbedImages(beam.DoFn):
     an image's embedding does not depend on how Beam happened to batch it.
     """
 
-    def __init__(self, model_path: str, preprocess_dict: dict | None, batch_size: int):
+    def __init__(self, model_path: str, preprocess_dict: dict | None, batch_size: int,
+                 shared_model=None):
         self._model_path = model_path
         self._preprocess_dict = preprocess_dict
         self._batch_size = batch_size
+        # A beam.utils.shared.Shared handle: in a process that already loaded the model
+        # through it (the in-process DirectRunner's driver), setup() reuses that model.
+        self._shared = shared_model
         self._embedded = beam.metrics.Metrics.counter(NAMESPACE, "images_embedded")
         self._bad = beam.metrics.Metrics.counter(NAMESPACE, "bad_records")
 
@@ -152,7 +156,11 @@ class EmbedImages(beam.DoFn):
         from facenet_tf.data import preprocess
         config = (preprocess.PreprocessConfig.from_dict(self._preprocess_dict)
                   if self._preprocess_dict else None)
-        self._embedder = export.load_embedder(self._model_path, preprocess=config)
+        if self._shared is None:
+            self._embedder = export.load_embedder(self._model_path, preprocess=config)
+        else:
+            self._embedder = self._shared.acquire(
+                lambda: export.load_embedder(self._model_path, preprocess=config))
         config = self._embedder.preprocess
         self._decode = tf.function(lambda encoded: preprocess.preprocess_encoded(encoded, config),
                                    input_signature=[tf.TensorSpec([], tf.string)])

@@ -290,6 +290,7 @@ def test_cli_multiprocess_run_equals_in_process_run(tmp_path, tiny_model_path):
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_orl_through_build_dataset(orl_dir, tmp_path):
     """ORL ingested by build_dataset, an untrained 112x92 model: semi-hard rule and counts."""
     from beam_jobs.build_dataset import build_dataset
