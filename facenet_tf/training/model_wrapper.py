@@ -1,6 +1,7 @@
 """Keras model that embeds a batch of triplets [B, 3, H, W, 3] -> [B, 3, D] with one network."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 
@@ -21,3 +22,25 @@ class TripletEmbeddingModel(keras.Model):
     def build(self, input_shape):
         self.embedder.build((None,) + tuple(input_shape[2:]))
         super().build(input_shape)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15 builds from the first distributed batch via strategy.reduce(), which
+        # MultiWorkerMirroredStrategy cannot run eagerly (keras-team/keras#20585): build from
+        # this worker's local slice instead.
+        strategy = self.distribute_strategy
+        if iterator is not None and isinstance(strategy,
+                                               tf.distribute.MultiWorkerMirroredStrategy):
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda x: strategy.experimental_local_results(x)[0], next(it))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3.15 reduces per-replica logs with reduce("MEAN", axis=0) across workers,
+            # which needs a batch axis: give each scalar one (the reduction removes it again).
+            logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
+        return logs

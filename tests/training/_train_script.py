@@ -16,6 +16,8 @@ def tiny_embedder():
 
 
 def train(config_json):
+    import keras
+    keras.config.disable_traceback_filtering()
     from facenet_tf.training import loop
     from facenet_tf.training.config import TrainConfig
     result = loop.train(TrainConfig(**json.loads(config_json)), embedder_fn=tiny_embedder)
