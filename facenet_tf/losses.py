@@ -58,7 +58,14 @@ def _global_batch(embeddings, labels):
         return embeddings, labels, 0
     sizes = ctx.all_gather(tf.shape(embeddings)[:1], axis=0)
     start = tf.reduce_sum(sizes[:ctx.replica_id_in_sync_group])
-    return ctx.all_gather(embeddings, axis=0), ctx.all_gather(labels, axis=0), start
+    gathered = _dense_gradient(ctx.all_gather(embeddings, axis=0))
+    return gathered, ctx.all_gather(labels, axis=0), start
+
+
+@tf.custom_gradient
+def _dense_gradient(x):
+    """Identity whose gradient is dense: all_gather's gradient all-reduce rejects IndexedSlices."""
+    return tf.identity(x), lambda dy: tf.convert_to_tensor(dy)
 
 
 def _labels_vector(y_true):
