@@ -18,6 +18,7 @@ from facenet_tf.training.config import TrainConfig
 from facenet_tf.training.model_wrapper import TripletEmbeddingModel
 
 logger = logging.getLogger("facenet_tf.train")
+logger.setLevel(logging.INFO)
 
 
 def generation_dir(model_dir: str, generation: int) -> str:
