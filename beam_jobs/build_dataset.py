@@ -183,6 +183,20 @@ def build_pipeline(pipeline: beam.Pipeline, input_dir: str, tmp_dir: str, num_sh
          lambda s: _write_text(summary_path, json.dumps(s, sort_keys=True))))
 
 
+def _counters(result) -> dict:
+    """The job's Beam counters (committed values where the runner has them)."""
+    try:
+        query = result.metrics().query(
+            beam.metrics.MetricsFilter().with_namespace(_NAMESPACE))
+    except (AttributeError, NotImplementedError):  # a runner without metrics support
+        return {}
+    counters = {}
+    for counter in query["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + value
+    return dict(sorted(counters.items()))
+
+
 def _publish(tmp_dir: str, output_dir: str, manifest: dict) -> None:
     """Replaces any previous output: manifest first removed, shards moved, manifest last."""
     import tensorflow as tf
@@ -219,7 +233,9 @@ def build_dataset(input_dir: str, output_dir: str, num_shards: int = DEFAULT_NUM
     build_pipeline(pipeline, input_dir, tmp_dir, num_shards)
     result = pipeline.run()
     result.wait_until_finish()
-    logging.info("build_dataset: pipeline finished in %.1f s", time.time() - start)
+    counters = _counters(result)
+    logging.info("build_dataset: pipeline finished in %.1f s; counters %s",
+                 time.time() - start, counters)
 
     summary = io_utils.read_json(os.path.join(tmp_dir, _SUMMARY_NAME))
     if summary["num_images"] == 0:
@@ -232,6 +248,7 @@ def build_dataset(input_dir: str, output_dir: str, num_shards: int = DEFAULT_NUM
         "source": input_dir,
         "num_shards": num_shards,
         "run_info": runinfo.collect(flags),
+        "beam_counters": counters,
         **{k: v for k, v in summary.items()},
     }
     logging.info("build_dataset: publishing %d shards to %s", num_shards, output_dir)

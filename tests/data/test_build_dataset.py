@@ -84,6 +84,8 @@ def test_planted_files_are_converted_or_listed_and_nothing_else_lost(tmp_path):
     assert sorted(r.image_id for r in recs) == sorted(good_ids + converted)
     assert manifest["num_images"] == len(recs) == 12 + 5
     assert manifest["num_converted"] == 5
+    assert manifest["beam_counters"] == {"images_converted": 5, "images_ok": 17,
+                                         "images_skipped": 4}
     assert manifest["images_per_identity"] == {"person_00": 4, "person_01": 9, "person_02": 4}
     by_id = {r.image_id: r for r in recs}
     for rec in recs:
