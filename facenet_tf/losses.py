@@ -82,7 +82,7 @@ def _batch_seed(seed, labels):
     """
     weights = tf.range(1, tf.size(labels, out_type=tf.int64) + 1, dtype=tf.int64)
     mix = tf.math.floormod(tf.reduce_sum(labels * 7919 * weights + weights), 2**31 - 1)
-    return tf.stack([tf.constant(0 if seed is None else seed, tf.int32), tf.cast(mix, tf.int32)])
+    return tf.stack([tf.constant((seed or 0) % 2**31, tf.int32), tf.cast(mix, tf.int32)])
 
 
 def _default_alpha(strategy, alpha):
@@ -135,7 +135,7 @@ class OnlineTripletLoss(keras.losses.Loss):
     def __init__(self, strategy="semi_hard", alpha=None, seed=None, name="online_triplet_loss",
                  reduction="sum_over_batch_size", **options):
         super().__init__(name=name, reduction=reduction)
-        resolved = mining._check_options(strategy, options)
+        resolved = mining.resolve_options(strategy, options)
         self._distance = resolved.get("distance", "squared-L2")
         self.strategy = strategy
         self.alpha = float(_default_alpha(strategy, alpha))
@@ -175,7 +175,7 @@ class TripletStat(keras.metrics.Mean):
         if stat not in STAT_NAMES + ("num_pairs",):
             raise ValueError(f"unknown triplet stat {stat!r}; expected one of {STAT_NAMES}")
         super().__init__(name=name or stat)
-        mining._check_options(strategy, options)
+        mining.resolve_options(strategy, options)
         self.stat = stat
         self.strategy = strategy
         self.alpha = float(_default_alpha(strategy, alpha))

@@ -71,7 +71,12 @@ def _prepare(embeddings, labels):
     return e, y
 
 
-def _check_options(strategy, options):
+def resolve_options(strategy, options):
+    """Checks a strategy name and its options; returns all its options with defaults filled in.
+
+    Raises ValueError naming the bad strategy, option or value (entry points can call this to
+    validate flags before any work).
+    """
     if strategy not in _OPTIONS:
         raise ValueError(f"unknown triplet strategy {strategy!r}; expected one of {STRATEGIES}")
     allowed = _OPTIONS[strategy]
@@ -91,6 +96,9 @@ def _seed_pair(seed):
     """A shape-[2] int32 stateless seed; None draws one from TF's global generator."""
     if seed is None:
         return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+    if isinstance(seed, (int, np.integer)):
+        seed = int(seed)
+        return tf.constant([seed % 2**31, (seed // 2**31) % 2**31], tf.int32)
     seed = tf.convert_to_tensor(seed)
     if seed.shape.rank == 0:
         return tf.stack([tf.cast(seed, tf.int32), tf.constant(0x5eed, tf.int32)])
@@ -171,7 +179,7 @@ def select_triplets(embeddings, labels, strategy, alpha=0.2, seed=None, **option
     Anchors without any negative yield no triplet. Ties pick the lowest index; `seed` (int or a
     shape-[2] stateless seed; None draws from TF's global generator) fixes all random choices.
     """
-    opts = _check_options(strategy, options)
+    opts = resolve_options(strategy, options)
     e, y = _prepare(embeddings, labels)
     n = tf.shape(e)[0]
     eye = tf.eye(n, dtype=tf.bool)

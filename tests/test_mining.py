@@ -274,3 +274,12 @@ def test_pairs_enumeration_helper_is_consistent():
     assert oracle_pairs([0, 0, 1]) == [(0, 1), (1, 0)]
     assert oracle_pairs([0, 0, 0]) == []
     assert sorted(itertools.permutations(range(2))) == oracle_pairs([5, 5, 6, 6])[:2]
+
+
+def test_large_python_and_tensor_seeds_are_accepted_and_deterministic():
+    emb, labels, _ = CASES[9]
+    big = 2**40 + 17
+    a = mining.select_triplets(emb, labels, "random", seed=big).numpy()
+    np.testing.assert_array_equal(a, mining.select_triplets(emb, labels, "random", seed=big))
+    pair = mining.select_triplets(emb, labels, "random", seed=tf.constant([17, 512])).numpy()
+    np.testing.assert_array_equal(a, pair)  # the int seed is split into two 31-bit words
