@@ -52,7 +52,8 @@ def _prepare(embeddings, labels):
     e = tf.convert_to_tensor(embeddings)
     if not (e.dtype.is_floating or e.dtype.is_integer):
         raise TypeError(f"embeddings must be numeric, got dtype {e.dtype.name}")
-    e = tf.cast(e, tf.float32)
+    e = tf.debugging.assert_all_finite(tf.cast(e, tf.float32),
+                                       "embeddings contain NaN or Inf values")
     if e.shape.rank is not None and e.shape.rank != 2:
         raise ValueError(f"embeddings must have shape [N, D], got shape {e.shape}")
     y = tf.convert_to_tensor(labels)

@@ -260,6 +260,8 @@ def test_bad_inputs_raise_clear_errors():
         mining.select_triplets(emb, labels[:3], "hard")
     with pytest.raises(ValueError, match=r"shape \[N, D\]"):
         mining.select_triplets(np.zeros(4), labels, "hard")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="embeddings contain NaN"):
+        mining.select_triplets(np.full((4, 2), np.nan, np.float32), labels, "hard")
 
 
 def test_empty_results_have_shape_t_by_3():
