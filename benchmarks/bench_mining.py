@@ -95,7 +95,8 @@ def run(quick: bool) -> list:
             "benchmark": "mining", "metric": f"{strategy} ms per batch (N={n}, D=128)",
             "value": vec_ms, "baseline": loop_ms, "ratio": loop_ms / vec_ms,
             "target": f">= {SPEEDUP_TARGET:g}x",
-            "notes": f"{len(triplets)} triplets; baseline: per-anchor NumPy loop"})
+            "notes": f"{len(triplets)} triplets; baseline: per-anchor NumPy loop; "
+                     f"1-min load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"})
     semi = rows[0]
     rows.append({
         "benchmark": "mining", "metric": f"semi_hard absolute ms (N={n})",
