@@ -10,9 +10,11 @@ identity into one shard, sorted by image id, so they are contiguous. Each shard 
 turn (several interleaved, in a seeded random shard order) and `group_by_window`, with the
 window size of each identity taken from the manifest, closes each identity's window as soon
 as its last image is read; only the open windows are in memory. Per pass over the data
-("epoch"), every eligible identity gives one block of K images; blocks go through a seeded
-shuffle buffer and are batched P at a time, so the P identities of a batch are always
-distinct. Identities left over at the end of a pass (fewer than P) are dropped for that pass.
+("epoch"), every eligible identity gives one block of K images; blocks are shuffled (a seeded
+permutation of each run of shuffle_buffer blocks) and batched P at a time, so the P identities
+of a batch are always distinct. Identities left over at the end of a pass (fewer than P) are
+dropped for that pass. Every order depends on the seed argument only, never on the global
+TF seed.
 
 Identities with fewer than K images: with small_identities="replace" (default), an identity
 with 2 <= n < K images contributes all n images plus K - n more drawn with replacement from
@@ -74,9 +76,30 @@ def _epochs(num_epochs):
     return tf.data.Dataset.range(num_epochs)
 
 
-def _shuffle_seed(seed):
-    """A scalar int64 seed for Dataset.shuffle from a [2] stateless seed."""
-    return tf.random.stateless_uniform([], seed, minval=1, maxval=2 ** 62, dtype=tf.int64)
+def _permute(seed, n):
+    """A random permutation of range(n), a pure function of the [2] stateless seed."""
+    return tf.argsort(tf.random.stateless_uniform([n], seed))
+
+
+def _stateless_shuffle(ds: tf.data.Dataset, window: int, seed) -> tf.data.Dataset:
+    """Shuffles `ds` within consecutive windows of `window` elements, order from `seed` alone.
+
+    Dataset.shuffle is not used: it mixes the global seed (tf.random.set_seed) into its seed,
+    so its order would depend on process state, and with a tensor seed and global seed 0 it
+    fails to trace (OperatorNotAllowedInGraphError in random_seed.get_seed).
+    """
+    def permute(index, elements):
+        order = _permute(tf.random.experimental.stateless_fold_in(seed, index),
+                         tf.shape(tf.nest.flatten(elements)[0])[0])
+        return tf.nest.map_structure(lambda t: tf.gather(t, order), elements)
+
+    return ds.batch(window).enumerate().map(permute).unbatch()
+
+
+def _shuffled_paths(paths: list, seed) -> tf.data.Dataset:
+    """The shard paths in a seeded random order."""
+    order = _permute(seed, len(paths))
+    return tf.data.Dataset.from_tensor_slices(tf.gather(tf.constant(paths), order))
 
 
 def _to_model_input(encoded, preprocess, augment, seed):
@@ -106,13 +129,11 @@ def image_dataset(dataset_dir: str, preprocess: pp.PreprocessConfig, batch_size=
         if shuffle_seed is None:
             ds = tf.data.TFRecordDataset(paths)
         else:
-            eseed = aug.element_seed(shuffle_seed, epoch)
-            files = tf.data.Dataset.from_tensor_slices(paths).shuffle(
-                len(paths), seed=_shuffle_seed(eseed))
+            files = _shuffled_paths(paths, aug.element_seed(shuffle_seed, epoch))
             ds = files.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(paths)),
                                   num_parallel_calls=AUTOTUNE, deterministic=True)
-            ds = ds.shuffle(shuffle_buffer,
-                            seed=_shuffle_seed(aug.element_seed(shuffle_seed, epoch, 1)))
+            ds = _stateless_shuffle(ds, shuffle_buffer,
+                                    aug.element_seed(shuffle_seed, epoch, 1))
         return ds.enumerate().map(lambda i, s: (epoch, i, s))
 
     def convert(epoch, index, serialized):
@@ -187,16 +208,12 @@ def pk_batches(dataset_dir: str, p: int, k: int, preprocess: pp.PreprocessConfig
             reduce_func=lambda key, window: window.batch(max_count),
             window_size_func=lambda key: tf.gather(counts_t, key))
 
-    def records_in_shuffled_shards(eseed):
-        order = tf.argsort(tf.random.stateless_uniform([len(paths)], eseed))
-        return tf.data.Dataset.from_tensor_slices(tf.gather(tf.constant(paths), order))
-
     def sample_block(eseed, index, encoded, labels):
         bseed = tf.random.experimental.stateless_fold_in(eseed, index)
         perm_seed, extra_seed, image_seed = tf.unstack(
             tf.random.experimental.stateless_split(bseed, num=3))
         n = tf.shape(encoded)[0]
-        perm = tf.argsort(tf.random.stateless_uniform([n], perm_seed))
+        perm = _permute(perm_seed, n)
         extra = tf.random.stateless_uniform([tf.maximum(k - n, 0)], extra_seed, minval=0,
                                             maxval=n, dtype=tf.int32)
         picks = tf.concat([perm, extra], axis=0)[:k]
@@ -205,13 +222,14 @@ def pk_batches(dataset_dir: str, p: int, k: int, preprocess: pp.PreprocessConfig
 
     def one_epoch(epoch):
         eseed = aug.element_seed(seed, epoch)
-        blocks = records_in_shuffled_shards(eseed).interleave(
+        blocks = _shuffled_paths(paths, eseed).interleave(
             identity_blocks, cycle_length=min(cycle_length, len(paths)),
             num_parallel_calls=AUTOTUNE, deterministic=True)
         blocks = blocks.filter(lambda enc, labels: tf.gather(eligible_t, labels[0]))
         blocks = blocks.enumerate().map(
             lambda i, block: sample_block(eseed, i, *block), num_parallel_calls=AUTOTUNE)
-        blocks = blocks.shuffle(shuffle_buffer, seed=_shuffle_seed(eseed))
+        blocks = _stateless_shuffle(blocks, shuffle_buffer,
+                                    tf.random.experimental.stateless_fold_in(eseed, -1))
         return blocks.batch(p, drop_remainder=True)
 
     def to_inputs(encoded, label, image_seed):
@@ -244,7 +262,8 @@ def _negatives(paths, counts, preprocess, augment, seed, num_negatives, to_input
         eseed = tf.random.experimental.stateless_fold_in(nseed, epoch)
         ds = tf.data.TFRecordDataset(paths).map(parse).filter(
             lambda enc, label: tf.gather(single_t, label))
-        ds = ds.shuffle(1024, seed=_shuffle_seed(eseed)).enumerate()
+        ds = _stateless_shuffle(ds, 1024, tf.random.experimental.stateless_fold_in(eseed, -1))
+        ds = ds.enumerate()
         return ds.map(lambda i, r: to_inputs(
             r[0], r[1], tf.random.experimental.stateless_fold_in(eseed, i)))
 
