@@ -13,6 +13,7 @@ evaluate the exported SavedModel; print a report.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -44,7 +45,10 @@ def stage(message: str) -> None:
 
 def split_identities(input_dir: str, train_dir: str, heldout_dir: str, num_heldout: int,
                      seed: int) -> tuple[list, list]:
-    """Links each identity folder into train_dir or heldout_dir (seeded); returns both lists."""
+    """Puts each identity folder into train_dir or heldout_dir (seeded); returns both lists.
+
+    Files are hard-linked where the filesystem allows it, copied otherwise.
+    """
     import numpy as np
     identities = sorted(d for d in os.listdir(input_dir)
                         if os.path.isdir(os.path.join(input_dir, d)))
@@ -56,12 +60,18 @@ def split_identities(input_dir: str, train_dir: str, heldout_dir: str, num_heldo
     heldout = sorted(multi[i] for i in order[:num_heldout])
     train = [d for d in identities if d not in set(heldout)]
     for names, target in ((train, train_dir), (heldout, heldout_dir)):
-        os.makedirs(target, exist_ok=True)
         for name in names:
-            link = os.path.join(target, name)
-            if not os.path.lexists(link):
-                os.symlink(os.path.abspath(os.path.join(input_dir, name)), link)
+            dst = os.path.join(target, name)
+            if not os.path.isdir(dst):
+                shutil.copytree(os.path.join(input_dir, name), dst, copy_function=_link_or_copy)
     return train, heldout
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def run_trainer(args: list, log_path: str) -> None:
@@ -91,7 +101,6 @@ def main(argv):
     input_dir = os.path.abspath(FLAGS.input_dir or datasets.ORL_FACES_DIR)
     work = os.path.abspath(FLAGS.work_dir)
     if FLAGS.fresh and os.path.isdir(work):
-        import shutil
         shutil.rmtree(work)
     os.makedirs(work, exist_ok=True)
     runinfo.write(work, runinfo.absl_flag_values(), name="demo_run_info.json")
@@ -114,9 +123,12 @@ def main(argv):
     stage("3/6 verification pairs on the held-out identities")
     heldout_root = os.path.join(split_dir, "heldout")
     pairs_path = os.path.join(work, "heldout_pairs.txt")
-    pairs = pairs_lib.generate_pairs(heldout_root, seed=FLAGS.seed)
-    pairs_lib.write_pairs(pairs_path, pairs, num_folds=10)
-    print(f"{len(pairs)} pairs ({sum(p.issame for p in pairs)} matched) -> {pairs_path}")
+    # Identity-disjoint folds need 2+ identities each: 10 folds when there are 20 or more.
+    num_folds = min(10, len(heldout_ids) // 2)
+    pairs = pairs_lib.generate_pairs(heldout_root, num_folds=num_folds, seed=FLAGS.seed)
+    pairs_lib.write_pairs(pairs_path, pairs, num_folds=num_folds)
+    print(f"{len(pairs)} pairs ({sum(p.issame for p in pairs)} matched) in {num_folds} "
+          f"identity-disjoint folds -> {pairs_path}")
 
     flagfile = FLAGS.train_flagfile or os.path.join(
         CONFIG_DIR, "pretrained_finetune.flags" if FLAGS.model == "pretrained"
@@ -168,7 +180,7 @@ def print_report(r: dict) -> None:
     print("\n" + "=" * 72)
     print(f"facenet_tf demo report ({r['minutes']} min)")
     print(f"held-out verification: {r['num_pairs']} pairs among {r['held_out_identities']} "
-          "identities never seen in training (10-fold LFW protocol)")
+          "identities never seen in training (LFW protocol, threshold chosen on the other folds)")
     print(f"{'':24s}{'untrained':>12s}{'trained':>12s}")
     for key, label in (("accuracy_mean", "accuracy"), ("val_at_far_1e-3", "VAL @ FAR=1e-3"),
                        ("val_at_far_1e-2", "VAL @ FAR=1e-2"), ("roc_auc", "ROC AUC")):
