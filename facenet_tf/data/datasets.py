@@ -167,12 +167,13 @@ def _label_counts(manifest: dict) -> np.ndarray:
 def pk_batches(dataset_dir: str, p: int, k: int, preprocess: pp.PreprocessConfig, seed: int,
                augment: aug.AugmentConfig | None = None, small_identities: str = "replace",
                num_negatives: int = 0, num_epochs=None, shuffle_buffer: int = 256,
-               cycle_length: int = 4) -> tf.data.Dataset:
+               cycle_length: int = 4, *, start_batch: int = 0) -> tf.data.Dataset:
     """Identity-balanced batches: (images float32 [P*K(+num_negatives), h, w, 3], labels int64).
 
     See the module docstring for the sampling rules. Batch b holds identity blocks at rows
     [i*K, (i+1)*K) for i < P. Same arguments and seed, same batches. num_epochs counts passes
-    over the identities (None = forever).
+    over the identities (None = forever). start_batch: the stream begins at that batch (the
+    ones before it are skipped before any image is decoded), to resume training mid-stream.
     """
     if p < 1 or k < 1:
         raise ValueError(f"p and k must be >= 1, got p={p}, k={k}")
@@ -181,6 +182,8 @@ def pk_batches(dataset_dir: str, p: int, k: int, preprocess: pp.PreprocessConfig
                          f"got {small_identities!r}")
     if num_negatives < 0:
         raise ValueError(f"num_negatives must be >= 0, got {num_negatives}")
+    if start_batch < 0:
+        raise ValueError(f"start_batch must be >= 0, got {start_batch}")
     manifest = load_manifest(dataset_dir)
     paths = shard_paths(dataset_dir, manifest)
     counts = _label_counts(manifest)
@@ -197,13 +200,9 @@ def pk_batches(dataset_dir: str, p: int, k: int, preprocess: pp.PreprocessConfig
     eligible_t = tf.constant(eligible)
     max_count = int(counts.max())
 
-    def parse(serialized):
-        rec = tf.io.parse_single_example(serialized, _PK_SPEC)
-        return rec[records.ENCODED], rec[records.LABEL]
-
     def identity_blocks(path):
         # Each window holds exactly one identity's images (its count is in the manifest).
-        return tf.data.TFRecordDataset(path).map(parse).group_by_window(
+        return tf.data.TFRecordDataset(path).map(_parse_pk).group_by_window(
             key_func=lambda enc, label: label,
             reduce_func=lambda key, window: window.batch(max_count),
             window_size_func=lambda key: tf.gather(counts_t, key))
@@ -237,35 +236,35 @@ def pk_batches(dataset_dir: str, p: int, k: int, preprocess: pp.PreprocessConfig
         image.set_shape([*preprocess.image_size, 3])
         return image, label
 
-    ds = _epochs(num_epochs).flat_map(one_epoch)
+    ds = _epochs(num_epochs).flat_map(one_epoch).skip(start_batch)
     ds = ds.unbatch().unbatch()  # P blocks of K -> single images, order kept
     ds = ds.map(to_inputs, num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.batch(p * k, drop_remainder=True)
     if num_negatives:
-        ds = tf.data.Dataset.zip(ds, _negatives(paths, counts, preprocess, augment, seed,
-                                                num_negatives, to_inputs))
+        ds = tf.data.Dataset.zip(ds, _negatives(paths, counts, seed, num_negatives,
+                                                start_batch, to_inputs))
         ds = ds.map(lambda pk, neg: (tf.concat([pk[0], neg[0]], 0),
                                      tf.concat([pk[1], neg[1]], 0)))
     return ds.prefetch(AUTOTUNE)
 
 
-def _negatives(paths, counts, preprocess, augment, seed, num_negatives, to_inputs):
+def _parse_pk(serialized):
+    rec = tf.io.parse_single_example(serialized, _PK_SPEC)
+    return rec[records.ENCODED], rec[records.LABEL]
+
+
+def _negatives(paths, counts, seed, num_negatives, start_batch, to_inputs):
     """An endless, seeded stream of batches of single-image identities' faces."""
     single_t = tf.constant(counts == 1)
     nseed = aug.element_seed(seed, -1)
 
-    def parse(serialized):
-        rec = tf.io.parse_single_example(serialized, _PK_SPEC)
-        return rec[records.ENCODED], rec[records.LABEL]
-
     def one_epoch(epoch):
         eseed = tf.random.experimental.stateless_fold_in(nseed, epoch)
-        ds = tf.data.TFRecordDataset(paths).map(parse).filter(
+        ds = tf.data.TFRecordDataset(paths).map(_parse_pk).filter(
             lambda enc, label: tf.gather(single_t, label))
         ds = _stateless_shuffle(ds, 1024, tf.random.experimental.stateless_fold_in(eseed, -1))
-        ds = ds.enumerate()
-        return ds.map(lambda i, r: to_inputs(
-            r[0], r[1], tf.random.experimental.stateless_fold_in(eseed, i)))
+        return ds.enumerate().map(
+            lambda i, r: (r[0], r[1], tf.random.experimental.stateless_fold_in(eseed, i)))
 
-    return tf.data.Dataset.counter().flat_map(one_epoch).batch(num_negatives,
-                                                               drop_remainder=True)
+    ds = tf.data.Dataset.counter().flat_map(one_epoch).skip(start_batch * num_negatives)
+    return ds.map(to_inputs).batch(num_negatives, drop_remainder=True)

@@ -10,23 +10,9 @@ import threading
 import keras
 import tensorflow as tf
 
-from tensorflow.core.framework import summary_pb2
-
 from facenet_tf import io_utils
 
 STATE_NAME = "train_state.json"
-
-# TensorBoard's scalar-plugin tag, so tf.summary.write works without the tensorboard package
-# (tf.summary.scalar lives in tensorboard, which tensorflow-cpu does not install).
-_SCALAR_METADATA = summary_pb2.SummaryMetadata(
-    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")).SerializeToString()
-
-
-def write_scalar(name: str, value: float, step: int) -> None:
-    """One TensorBoard scalar into the default summary writer."""
-    tf.summary.write(name, tf.constant(float(value), tf.float32), step=step,
-                     metadata=_SCALAR_METADATA)
-
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf; the last good checkpoint is kept."""
@@ -147,8 +133,9 @@ class TrainingCallback(keras.callbacks.Callback):
     def _write_scalars(self, step, logs):
         with self.writer.as_default():
             for key, value in logs.items():
-                write_scalar(f"train/{key}", value, step)
-            write_scalar("train/learning_rate", learning_rate(self.model.optimizer), step)
+                tf.summary.scalar(f"train/{key}", float(value), step=step)
+            tf.summary.scalar("train/learning_rate", learning_rate(self.model.optimizer),
+                              step=step)
         self.writer.flush()
 
 
@@ -188,7 +175,7 @@ class Evaluator:
             with self.writer.as_default():
                 for key in (self.metric, "val_at_far_1e-3", "roc_auc"):
                     if key in record:
-                        write_scalar(f"verification/{key}", record[key], state.step)
+                        tf.summary.scalar(f"verification/{key}", record[key], step=state.step)
             self.writer.flush()
         if state.best is None or record.get(self.metric, -1) > state.best.get(self.metric, -1):
             record["checkpoint"] = self.best_manager.save(checkpoint_number=state.step)

@@ -293,10 +293,28 @@ def _offline_loop(config, model, embedder, preprocess, state, checkpointer, writ
 
 
 def _online_loop(config, model, preprocess, state, checkpointer, writer):
+    """In-batch mining on P x K batches: P = batch_size / K identities, K = images_per_identity.
+
+    Step s always trains on batch s of the seeded pk_batches stream, so a resumed run picks up
+    the data where its checkpoint left off.
+    """
     from facenet_tf.data.datasets import pk_batches
     k = config.images_per_identity
-    p = config.batch_size // k
-    dataset = pk_batches(config.train_data, p, k, preprocess, seed=config.seed,
-                         augment=AugmentConfig() if config.augment else None)
-    dataset = dataset.skip(state.step)
-    _fit(config, model, dataset, state, checkpointer, writer, config.steps)
+    if config.batch_size % k:
+        raise ValueError(f"online mining: batch_size={config.batch_size} must be a multiple of "
+                         f"images_per_identity={k} (P identities x K images)")
+    augment = AugmentConfig() if config.augment else None
+    # Workers split each P x K batch, rather than reading different shards (AUTO would shard
+    # by file and give each worker batches of its own identities).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    interval = config.checkpoint_every_steps
+    while state.step < config.steps:
+        remaining = config.steps - state.step
+        # _fit runs one model.fit per call this way; each model.fit restarts its dataset.
+        until = state.step + (remaining // interval * interval or remaining)
+        dataset = pk_batches(config.train_data, config.batch_size // k, k, preprocess,
+                             seed=config.seed, augment=augment, start_batch=state.step)
+        logger.info("online %s mining: steps %d..%d, P=%d x K=%d", config.strategy,
+                    state.step, until, config.batch_size // k, k)
+        _fit(config, model, dataset.with_options(options), state, checkpointer, writer, until)
