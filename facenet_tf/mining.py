@@ -207,62 +207,174 @@ def select_triplets(embeddings, labels, strategy, alpha=0.2, seed=None, **option
 
     pairs = tf.cast(tf.where(is_pos & has_neg[:, None]), tf.int32)
     a, p = pairs[:, 0], pairs[:, 1]
+    if strategy == "random":
+        return _stack(a, p, _random_negatives(_seed_pair(seed), y, a))
+
     d_ap = tf.gather_nd(d, pairs)
-    pair_neg_count = tf.gather(num_neg, a)
-    # Pairs laid out on an [N, max positives] grid, so searches cost O(P log N), not O(N^2 log N).
+    # Pairs laid out on an [N, K] grid (K = most positives of an anchor), +inf padded: every
+    # per-pair search below is an [N, K] op, and nothing sorts an [N, N] matrix.
     per_anchor = tf.math.bincount(a, minlength=n, maxlength=n, dtype=tf.int32)
     slot = tf.range(tf.shape(a)[0]) - tf.gather(tf.cumsum(per_anchor, exclusive=True), a)
     grid_at = tf.stack([a, slot], axis=1)
     grid_shape = tf.stack([n, tf.reduce_max(tf.concat([slot + 1, [1]], 0))])
+    inf = tf.constant(np.inf, tf.float32)
 
-    def on_grid(values):
-        return tf.scatter_nd(grid_at, values, grid_shape)
+    def on_grid(values, fill):
+        return tf.tensor_scatter_nd_update(tf.fill(grid_shape, fill), grid_at, values)
 
-    def pick(sorted_idx, rank, keep):
-        rank = tf.clip_by_value(rank, 0, tf.shape(sorted_idx)[1] - 1)
-        negs = tf.gather_nd(sorted_idx, tf.stack([a, rank], axis=1))
-        return tf.boolean_mask(_stack(a, p, negs), keep)
-
-    if strategy == "random":
-        return _stack(a, p, _random_negatives(_seed_pair(seed), y, a))
+    def off_grid(grid):
+        return tf.gather_nd(grid, grid_at)
 
     alpha = tf.cast(alpha, tf.float32)
-    inf = tf.constant(np.inf, tf.float32)
-    neg_d = tf.where(is_neg, d, inf)
-    # Each anchor's negatives in ascending distance; top_k breaks ties by the lower index.
-    neg_top, sorted_idx = tf.math.top_k(-neg_d, k=n, sorted=True)
-    sorted_d = -neg_top
-
-    def count_below(values, side):
-        # Per pair: how many of the anchor's sorted negatives are < values ("left") or <=.
-        return tf.gather_nd(tf.searchsorted(sorted_d, on_grid(values), side=side,
-                                            out_type=tf.int32), grid_at)
-
-    beyond = count_below(d_ap, "right")  # rank of the first negative with d(a,n) > d(a,p)
-    if strategy == "tfa_semi_hard":
-        has_beyond = beyond < pair_neg_count
-        farthest = tf.gather(_first_argmax(d, is_neg), a)
-        outside = tf.gather_nd(sorted_idx, tf.stack([a, tf.minimum(beyond, n - 1)], axis=1))
-        return _stack(a, p, tf.where(has_beyond, outside, farthest))
-
-    below_margin = count_below(d_ap + alpha, "left")  # negatives with d(a,n) < d(a,p) + alpha
+    d_margin = d_ap + alpha
     if strategy == "all":
-        counts = below_margin
-        pair_of = tf.repeat(tf.range(tf.shape(pairs)[0]), counts)
-        starts = tf.cumsum(counts, exclusive=True)
-        rank = tf.range(tf.shape(pair_of)[0]) - tf.gather(starts, pair_of)
-        ta = tf.gather(a, pair_of)
-        negs = tf.gather_nd(sorted_idx, tf.stack([ta, rank], axis=1))
-        return _stack(ta, tf.gather(p, pair_of), negs)
+        return _all_triplets(d, is_neg, a, p, d_margin, n)
 
-    # semi_hard
-    band = tf.maximum(below_margin - beyond, 0)
-    if opts["choose"] == "random":
-        rank = beyond + _random_offsets(_seed_pair(seed), band)
-    else:
-        rank = beyond
+    lower = tf.sort(on_grid(d_ap, inf), axis=1)
+    upper = None if strategy == "tfa_semi_hard" else lower + alpha
+    random_choice = strategy == "semi_hard" and opts["choose"] == "random"
+    seed = _seed_pair(seed)
+    buckets = _Buckets(d, is_neg, lower, upper, _SUB_BUCKETS if random_choice else 1, seed + 1)
+    # First bucket above d(a,p): bucket_of(x) for x just above d(a,p).
+    lo = off_grid(buckets.bucket_of(on_grid(d_ap, inf), "right", "right"))
+    beyond_first = buckets.first_nonempty(a, lo)
+    has_beyond = beyond_first < buckets.num_buckets
+    if strategy == "tfa_semi_hard":
+        hardest_beyond = buckets.hardest_in(a, beyond_first)
+        farthest = tf.gather(_first_argmax(d, is_neg), a)
+        return _stack(a, p, tf.where(has_beyond, hardest_beyond, farthest))
+
+    # semi_hard. Last bucket below d(a,p) + alpha: bucket_of(x) for x just below it.
+    hi = off_grid(buckets.bucket_of(on_grid(d_margin, inf), "left", "left"))
+    band = buckets.count_between(a, lo, hi)
     keep = band > 0
+    if random_choice:
+        chosen = buckets.random_in_band(a, lo, band, seed)
+    else:
+        chosen = buckets.hardest_in(a, beyond_first)
     if opts["fallback"] == "hardest_beyond":
-        rank = tf.where(keep, rank, beyond)
-        keep = keep | (beyond < pair_neg_count)
-    return pick(sorted_idx, rank, keep)
+        chosen = tf.where(keep, chosen, buckets.hardest_in(a, beyond_first))
+        keep = keep | has_beyond
+    return tf.boolean_mask(_stack(a, p, chosen), keep)
+
+
+_SUB_BUCKETS = 8  # random sub-buckets: pairs of one anchor rarely share a chosen negative
+
+
+class _Buckets:
+    """Each anchor's negatives bucketed by distance between the anchor's 2K band edges.
+
+    With lower edges L (the anchor's d(a,p) values, ascending) and upper edges U = L + alpha, a
+    negative at distance x falls in bucket #{L < x} + #{U <= x} (monotone in x), so every band
+    L_r < x < U_r is exactly a contiguous run of buckets. upper=None uses the lower edges only.
+    With subs > 1 each bucket is split at random into `subs` sub-buckets (fine index
+    bucket * subs + sub), which keeps bands contiguous. Costs O(N^2 log K) plus [N, 2K] work.
+    """
+
+    def __init__(self, d, is_neg, lower, upper, subs, seed):
+        self._d, self._lower, self._upper, self._subs = d, lower, upper, subs
+        n = tf.shape(d)[0]
+        self.num_buckets = tf.shape(lower)[1] * (1 if upper is None else 2) + 1
+        self._fine = self.num_buckets * subs
+        self._segments = n * self._fine + 1  # the last one collects non-negatives
+        if upper is None:
+            edges = lower
+        else:  # U <= x  <=>  nextafter(U, -inf) < x: one search against all edges
+            inf = tf.fill(tf.shape(upper), tf.constant(np.inf, tf.float32))
+            below_upper = tf.where(upper < inf, tf.math.nextafter(upper, -inf), inf)
+            edges = tf.sort(tf.concat([lower, below_upper], 1), axis=1)
+        fine = tf.searchsorted(edges, d, side="left", out_type=tf.int32) * subs
+        self._cols = tf.broadcast_to(tf.range(n, dtype=tf.int64)[None, :], tf.shape(d))
+        self._keys = None
+        if subs > 1:
+            bits = tf.random.stateless_uniform(tf.shape(d), seed=seed, minval=None, maxval=None,
+                                               dtype=tf.int32)
+            fine += tf.math.floormod(bits, subs)
+            # Random key (high 32 bits) then column: the max-key member is uniform in its bucket.
+            self._keys = tf.bitwise.left_shift(tf.cast(bits, tf.int64), 32) | self._cols
+        rows = tf.range(n)[:, None] * self._fine
+        self._segment = tf.reshape(tf.where(is_neg, rows + fine, self._segments - 1), [-1])
+        counts = tf.math.bincount(self._segment, minlength=self._segments,
+                                  maxlength=self._segments, dtype=tf.int32)
+        counts = tf.reshape(counts[:-1], [n, self._fine])
+        self._cum = tf.cumsum(counts, axis=1)  # per anchor: negatives in fine buckets <= j
+
+    def bucket_of(self, x, lower_side, upper_side):
+        """#{L < x} + #{U <= x} per row of x [N, M] ("left" counts <, "right" counts <=)."""
+        b = tf.searchsorted(self._lower, x, side=lower_side, out_type=tf.int32)
+        if self._upper is not None:
+            b += tf.searchsorted(self._upper, x, side=upper_side, out_type=tf.int32)
+        return b
+
+    def _cum_at(self, anchors, fine):
+        """Negatives of each anchor in fine buckets < fine (fine may be the fine count)."""
+        padded = tf.pad(self._cum, [[0, 0], [1, 0]])
+        return tf.gather_nd(padded, tf.stack([anchors, fine], axis=1))
+
+    def count_between(self, anchors, lo, hi):
+        """Negatives in buckets lo..hi (inclusive; 0 if hi < lo)."""
+        return tf.maximum(self._cum_at(anchors, (hi + 1) * self._subs)
+                          - self._cum_at(anchors, lo * self._subs), 0)
+
+    def _fine_holding(self, anchors, rank):
+        """The fine bucket holding each anchor's rank-th negative in bucket order."""
+        cum = tf.gather(self._cum, anchors)
+        return tf.searchsorted(cum, rank[:, None], side="right", out_type=tf.int32)[:, 0]
+
+    def first_nonempty(self, anchors, lo):
+        """First non-empty bucket >= lo (num_buckets if none)."""
+        first = self._fine_holding(anchors, self._cum_at(anchors, lo * self._subs))
+        return first // self._subs
+
+    def _winner(self, keys, reduce):
+        """Per fine bucket, the key that wins `reduce`, as [N * buckets, subs]."""
+        best = reduce(tf.reshape(keys, [-1]), self._segment, self._segments)
+        return tf.reshape(best[:-1], [-1, self._subs])
+
+    def _at(self, anchors, bucket):
+        return anchors * self.num_buckets + tf.minimum(bucket, self.num_buckets - 1)
+
+    def hardest_in(self, anchors, bucket):
+        """The smallest-distance (then lowest-index) negative of each (anchor, bucket)."""
+        dist_bits = tf.cast(tf.bitcast(tf.abs(self._d), tf.int32), tf.int64)
+        keys = tf.bitwise.left_shift(dist_bits, 32) | self._cols
+        best = tf.reduce_min(self._winner(keys, tf.math.unsorted_segment_min), axis=1)
+        return _low_column(tf.gather(best, self._at(anchors, bucket)))
+
+    def random_in_band(self, anchors, lo, band, seed):
+        """A uniform random negative among each pair's `band` negatives from bucket lo on.
+
+        Picks a fine bucket with probability count / band, then its member with the largest
+        random key (uniform within it): each band member has probability exactly 1 / band.
+        """
+        rank = self._cum_at(anchors, lo * self._subs) + _random_offsets(seed, band)
+        fine = tf.minimum(self._fine_holding(anchors, rank), self._fine - 1)  # band 0: unused
+        best = tf.reshape(self._winner(self._keys, tf.math.unsorted_segment_max), [-1])
+        return _low_column(tf.gather(best, anchors * self._fine + fine))
+
+
+def _low_column(keys):
+    return tf.cast(tf.bitwise.bitwise_and(keys, 0xFFFFFFFF), tf.int32)
+
+
+def _all_triplets(d, is_neg, a, p, d_margin, n):
+    """Every (a, p, n) with d(a,n) < d(a,p) + alpha, per pair by ascending d(a,n), then index.
+
+    Sorts only the candidates (negatives closer than the anchor's largest d(a,p) + alpha), so
+    the cost follows the output size rather than N^2 log N.
+    """
+    reach = tf.math.unsorted_segment_max(d_margin, a, n)
+    cand = tf.where(is_neg & (d < reach[:, None]))
+    dist_bits = tf.cast(tf.bitcast(tf.abs(tf.gather_nd(d, cand)), tf.int32), tf.int64)
+    row_key = cand[:, 0] * 2**31
+    order = tf.argsort(row_key + dist_bits, stable=True)  # stable: ties keep index order
+    keys = tf.gather(row_key + dist_bits, order)
+    negs = tf.cast(tf.gather(cand[:, 1], order), tf.int32)
+    pair_key = tf.cast(a, tf.int64) * 2**31
+    start = tf.searchsorted(keys, pair_key, side="left", out_type=tf.int32)
+    margin_bits = tf.cast(tf.bitcast(tf.abs(d_margin), tf.int32), tf.int64)
+    counts = tf.searchsorted(keys, pair_key + margin_bits, side="left", out_type=tf.int32) - start
+    pair_of = tf.repeat(tf.range(tf.shape(a)[0]), counts)
+    rank = tf.range(tf.shape(pair_of)[0]) - tf.gather(tf.cumsum(counts, exclusive=True), pair_of)
+    return _stack(tf.gather(a, pair_of), tf.gather(p, pair_of),
+                  tf.gather(negs, tf.gather(start, pair_of) + rank))
