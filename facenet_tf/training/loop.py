@@ -210,8 +210,12 @@ def train(config: TrainConfig, embedder_fn=None, strategy=None) -> dict:
     }
 
 
-def _fit(config, model, dataset, state, checkpointer, writer, until_step):
-    """model.fit from state.step to until_step, one checkpoint per interval."""
+def _fit(config, model, make_dataset, state, checkpointer, writer, until_step):
+    """model.fit from state.step to until_step, one checkpoint per interval.
+
+    Each model.fit call starts a new iterator, so the dataset is made afresh for every call
+    at the current data position (make_dataset() reads it from `state`), never replayed.
+    """
     callback = cb.TrainingCallback(state, checkpointer, writer)
     keras.utils.set_random_seed(config.seed * 1_000_003 + state.step)
     while state.step < until_step and callback.diverged_at is None:
@@ -220,7 +224,7 @@ def _fit(config, model, dataset, state, checkpointer, writer, until_step):
         epochs, steps_per_epoch = remaining // interval, interval
         if epochs == 0:
             epochs, steps_per_epoch = 1, remaining
-        model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch,
+        model.fit(make_dataset(), epochs=epochs, steps_per_epoch=steps_per_epoch,
                   callbacks=[callback], verbose=_verbose(config))
     if callback.diverged_at is not None:
         raise cb.TrainingDiverged(
@@ -277,12 +281,15 @@ def _offline_loop(config, model, embedder, preprocess, state, checkpointer, writ
             # Double buffering: k+1 is mined by the weights at the start of k while k trains.
             ensure_generation(gen + 1, background=True)
         gen_dir = generation_dir(model_dir, gen)
-        dataset = triplet_data.triplet_dataset(
-            gen_dir, preprocess, config.batch_size, seed=mining_seed(gen),
-            start_batch=state.data_position, shuffle_buffer=config.shuffle_buffer,
-            augment=AugmentConfig() if config.augment else None)
+
+        def make_dataset(gen_dir=gen_dir, gen=gen):
+            return triplet_data.triplet_dataset(
+                gen_dir, preprocess, config.batch_size, seed=mining_seed(gen),
+                start_batch=state.data_position, shuffle_buffer=config.shuffle_buffer,
+                augment=AugmentConfig() if config.augment else None)
+
         logger.info("generation %d: steps %d..%d on %s", gen, state.step, gen_end, gen_dir)
-        _fit(config, model, dataset, state, checkpointer, writer, gen_end)
+        _fit(config, model, make_dataset, state, checkpointer, writer, gen_end)
         if state.step >= config.steps:
             break
         evaluate_now()
@@ -308,13 +315,12 @@ def _online_loop(config, model, preprocess, state, checkpointer, writer):
     # by file and give each worker batches of its own identities).
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    interval = config.checkpoint_every_steps
-    while state.step < config.steps:
-        remaining = config.steps - state.step
-        # _fit runs one model.fit per call this way; each model.fit restarts its dataset.
-        until = state.step + (remaining // interval * interval or remaining)
-        dataset = pk_batches(config.train_data, config.batch_size // k, k, preprocess,
-                             seed=config.seed, augment=augment, start_batch=state.step)
-        logger.info("online %s mining: steps %d..%d, P=%d x K=%d", config.strategy,
-                    state.step, until, config.batch_size // k, k)
-        _fit(config, model, dataset.with_options(options), state, checkpointer, writer, until)
+
+    def make_dataset():
+        return pk_batches(config.train_data, config.batch_size // k, k, preprocess,
+                          seed=config.seed, augment=augment,
+                          start_batch=state.step).with_options(options)
+
+    logger.info("online %s mining: steps %d..%d, P=%d x K=%d", config.strategy, state.step,
+                config.steps, config.batch_size // k, k)
+    _fit(config, model, make_dataset, state, checkpointer, writer, config.steps)

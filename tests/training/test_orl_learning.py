@@ -32,7 +32,7 @@ def test_two_generations_raise_heldout_accuracy_by_10_points(orl_dir, tmp_path):
     cmd = [sys.executable, "-m", "facenet_tf.train", f"--flagfile={FLAGFILE}",
            f"--train_data={tmp_path / 'dataset'}", f"--model_dir={tmp_path / 'run'}",
            f"--eval_pairs={tmp_path / 'pairs.txt'}", f"--eval_images={tmp_path / 'heldout'}",
-           "--verbose=2"]
+           "--steps=300", "--remine_every_steps=150", "--verbose=2"]
     proc = subprocess.run(cmd, cwd=_helpers.REPO_ROOT, capture_output=True, text=True,
                           timeout=400, env=dict(os.environ, PYTHONPATH=_helpers.REPO_ROOT))
     assert proc.returncode == 0, proc.stderr[-4000:]
