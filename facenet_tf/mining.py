@@ -8,6 +8,9 @@ both select triplets with one implementation.
 Distances are squared L2 throughout (the paper's), except for the optional angular distance of the
 `tfa_semi_hard` migration strategy. Ties between equal distances are broken by the lowest row
 index, so results are deterministic; random choices use stateless ops seeded from `seed`.
+Nothing sorts the [N, N] distance matrix: the semi-hard rules bucket each anchor's negatives
+between its band edges (O(N^2 log K), K = most positives of an anchor) and `all` sorts only its
+candidate negatives.
 
 Triplets come back as int32 [T, 3] rows (anchor, positive, negative), ordered by anchor, then
 positive (then, for `all`, by negative distance and index).
@@ -17,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 STRATEGIES = ("semi_hard", "hard", "all", "random", "tfa_semi_hard")
+_SUB_BUCKETS = 8  # random sub-buckets for semi_hard: pairs of one anchor rarely share a negative
 
 _OPTIONS = {
     "semi_hard": {"choose": ("random", "hardest"), "fallback": ("skip", "hardest_beyond")},
@@ -248,17 +252,14 @@ def select_triplets(embeddings, labels, strategy, alpha=0.2, seed=None, **option
     hi = off_grid(buckets.bucket_of(on_grid(d_margin, inf), "left", "left"))
     band = buckets.count_between(a, lo, hi)
     keep = band > 0
-    if random_choice:
-        chosen = buckets.random_in_band(a, lo, band, seed)
-    else:
-        chosen = buckets.hardest_in(a, beyond_first)
-    if opts["fallback"] == "hardest_beyond":
-        chosen = tf.where(keep, chosen, buckets.hardest_in(a, beyond_first))
+    fallback = opts["fallback"] == "hardest_beyond"
+    # The first non-empty bucket above d(a,p) is in the band whenever the band is not empty.
+    hardest = buckets.hardest_in(a, beyond_first) if fallback or not random_choice else None
+    chosen = buckets.random_in_band(a, lo, band, seed) if random_choice else hardest
+    if fallback:
+        chosen = tf.where(keep, chosen, hardest)
         keep = keep | has_beyond
     return tf.boolean_mask(_stack(a, p, chosen), keep)
-
-
-_SUB_BUCKETS = 8  # random sub-buckets: pairs of one anchor rarely share a chosen negative
 
 
 class _Buckets:

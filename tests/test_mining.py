@@ -4,6 +4,7 @@ Random cases use embeddings on a 0.5 grid with tiny dimensions, so squared dista
 in float32 and float64 alike: ties, duplicated rows and band boundaries are hit exactly.
 """
 
+import collections
 import itertools
 
 import numpy as np
@@ -225,6 +226,64 @@ def test_random_choices_are_roughly_uniform(strategy, alpha):
                 counts[n] += 1
     assert counts[:2].sum() == 0
     assert np.all(counts[2:] > 200 * 0.25 * 0.6), counts
+
+
+def test_larger_batches_match_oracles():
+    # Many positives per anchor (many band edges), continuous distances, unequal identity sizes.
+    for i in range(3):
+        rng = np.random.RandomState(50 + i)
+        labels = rng.randint(0, 5, size=60)
+        emb = (rng.randn(60, 3) * 0.6).astype(np.float32)
+        d = oracle_distances(emb.tolist())
+        lab = labels.tolist()
+        for fallback in ("skip", "hardest_beyond"):
+            got = mining.select_triplets(emb, labels, "semi_hard", alpha=0.3, choose="hardest",
+                                         fallback=fallback)
+            assert as_list(got) == oracle_semi_hard_hardest(d, lab, 0.3, fallback)
+        got = as_list(mining.select_triplets(emb, labels, "semi_hard", alpha=0.3, seed=i))
+        assert [t[:2] for t in got] == [pair for pair in oracle_pairs(lab)
+                                        if oracle_band(d, lab, *pair, 0.3)]
+        assert all(n in oracle_band(d, lab, a, p, 0.3) for a, p, n in got)
+        assert as_list(mining.select_triplets(emb, labels, "tfa_semi_hard")) == oracle_tfa(d, lab)
+        got = as_list(mining.select_triplets(emb, labels, "all", alpha=0.3))
+        assert sorted(got) == oracle_all(d, lab, 0.3)
+        for (a, p, n), (a2, p2, n2) in zip(got, got[1:]):  # per pair: nearest negatives first
+            assert (a, p) < (a2, p2) or ((a, p) == (a2, p2) and d[a][n] <= d[a][n2])
+
+
+def band_frequency_test(emb, labels, alpha, seeds):
+    """Chi-square-like statistic of semi_hard's random picks vs uniform over each loop band."""
+    d = oracle_distances(emb.tolist())
+    lab = labels.tolist()
+    bands = {pair: oracle_band(d, lab, *pair, alpha) for pair in oracle_pairs(lab)}
+    mine = tf.function(lambda seed: mining.select_triplets(emb, labels, "semi_hard", alpha=alpha,
+                                                           seed=seed))
+    counts = collections.defaultdict(collections.Counter)
+    for seed in range(seeds):
+        for a, p, n in mine(tf.constant(seed)).numpy():
+            counts[(int(a), int(p))][int(n)] += 1
+    stat = dof = 0.0
+    for pair, band in bands.items():
+        assert sum(counts[pair].values()) == (seeds if band else 0)
+        assert set(counts[pair]) <= set(band)
+        if len(band) > 1:
+            expected = seeds / len(band)
+            stat += sum((counts[pair][n] - expected) ** 2 / expected for n in band)
+            dof += len(band) - 1
+    return stat, dof
+
+
+def test_semi_hard_random_is_uniform_within_each_band():
+    # 2-D grid points (exact distances, many ties on band edges), 4 identities x 5, wide bands:
+    # every pair's band member must come up about seeds / |band| times.
+    rng = np.random.RandomState(7)
+    emb = (rng.randint(-3, 4, size=(20, 2)) * 0.5).astype(np.float32)
+    labels = np.repeat(np.arange(4), 5)
+    stat, dof = band_frequency_test(emb, labels, alpha=4.0, seeds=300)
+    assert dof >= 200
+    # Pairs of one anchor are correlated, so the bound is loose: a sampler biased towards a
+    # bucket or a column index exceeds it many times over.
+    assert stat < dof + 6 * np.sqrt(2 * dof), (stat, dof)
 
 
 # ----------------------------------------------------------------------------- API behaviour
