@@ -8,6 +8,7 @@ recommended threshold, weight fingerprint, run info) is in assets.extra/facenet_
 the loaded object's `metadata_json` variable.
 
 Usage: python -m facenet_tf.export --checkpoint model.keras --export_dir DIR
+       python -m facenet_tf.export --checkpoint MODEL_DIR/best --export_dir DIR
 """
 
 import hashlib
@@ -276,30 +277,42 @@ def main(argv):
     from absl import flags, logging
     del argv
     f = flags.FLAGS
-    import keras
-    embedder = _load_keras(f.checkpoint, None)
-    size = tuple(f.image_size) if f.image_size else embedder.preprocess.image_size
-    preprocess = pp.PreprocessConfig(image_size=tuple(int(s) for s in size),
-                                     crop_fraction=f.crop_fraction,
-                                     standardization=f.standardization)
-    model = embedder.model
-    assert isinstance(model, keras.Model)
-    out = export_saved_model(model, f.export_dir, preprocess, step=f.step, threshold=f.threshold,
+    if f.checkpoint.endswith(".keras"):
+        embedder = _load_keras(f.checkpoint, None)
+        model, base, step, threshold = embedder.model, embedder.preprocess, f.step, None
+    else:
+        from facenet_tf.training.restore import restore_embedder
+        restored = restore_embedder(f.checkpoint)
+        model, base, step, threshold = (restored.model, restored.preprocess, restored.step,
+                                        restored.threshold)
+    size = tuple(f.image_size) if f.image_size else base.image_size
+    preprocess = pp.PreprocessConfig(
+        image_size=tuple(int(s) for s in size),
+        crop_fraction=base.crop_fraction if f.crop_fraction is None else f.crop_fraction,
+        standardization=f.standardization or base.standardization)
+    out = export_saved_model(model, f.export_dir, preprocess,
+                             step=step if f.step is None else f.step,
+                             threshold=threshold if f.threshold is None else f.threshold,
                              extra_metadata={"checkpoint": f.checkpoint,
                                              "export_flags": runinfo.absl_flag_values()})
-    logging.info("exported %s to %s (fingerprint %s)", f.checkpoint, out, embedder.fingerprint)
+    logging.info("exported %s to %s", f.checkpoint, out)
     print(out)
 
 
 def _define_flags():
     from absl import flags
-    flags.DEFINE_string("checkpoint", None, "Keras .keras model file to export.", required=True)
+    flags.DEFINE_string("checkpoint", None, "A Keras .keras file, or a trainer checkpoint: a "
+                        "prefix like MODEL_DIR/checkpoints/ckpt-600 or a directory of them "
+                        "(MODEL_DIR/best, MODEL_DIR/checkpoints).", required=True)
     flags.DEFINE_string("export_dir", None, "SavedModel directory to write.", required=True)
     flags.DEFINE_list("image_size", None, "height,width (default: the model's input size).")
-    flags.DEFINE_float("crop_fraction", 1.0, "Center-crop fraction (1.0 = no crop).")
-    flags.DEFINE_enum("standardization", "fixed", list(pp.STANDARDIZATIONS),
-                      "Pixel standardisation the model was trained with.")
-    flags.DEFINE_float("threshold", None, "Recommended squared-L2 verification threshold.")
+    flags.DEFINE_float("crop_fraction", None, "Center-crop fraction (default: the training "
+                       "run's for a trainer checkpoint, 1.0 = no crop for a .keras file).")
+    flags.DEFINE_enum("standardization", None, list(pp.STANDARDIZATIONS),
+                      "Pixel standardisation the model was trained with (default: the run's, "
+                      "or 'fixed' for a .keras file).")
+    flags.DEFINE_float("threshold", None, "Recommended squared-L2 verification threshold "
+                       "(default: the run's best evaluation's, for a trainer checkpoint).")
     flags.DEFINE_integer("step", None, "Training step of the checkpoint.")
 
 

@@ -224,7 +224,7 @@ def _fit(config, model, make_dataset, state, checkpointer, writer, until_step):
         epochs, steps_per_epoch = remaining // interval, interval
         if epochs == 0:
             epochs, steps_per_epoch = 1, remaining
-        model.fit(make_dataset(), epochs=epochs, steps_per_epoch=steps_per_epoch,
+        model.fit(make_dataset(), epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
                   callbacks=[callback], verbose=_verbose(config))
     if callback.diverged_at is not None:
         raise cb.TrainingDiverged(
