@@ -239,23 +239,24 @@ def select_triplets(embeddings, labels, strategy, alpha=0.2, seed=None, **option
     random_choice = strategy == "semi_hard" and opts["choose"] == "random"
     seed = _seed_pair(seed)
     buckets = _Buckets(d, is_neg, lower, upper, _SUB_BUCKETS if random_choice else 1, seed + 1)
-    # First bucket above d(a,p): bucket_of(x) for x just above d(a,p).
-    lo = off_grid(buckets.bucket_of(on_grid(d_ap, inf), "right", "right"))
-    beyond_first = buckets.first_nonempty(a, lo)
-    has_beyond = beyond_first < buckets.num_buckets
+    # Per-pair values on the grid. First bucket above d(a,p): bucket_of(x) for x just above it.
+    lo = buckets.bucket_of(on_grid(d_ap, inf), "right", "right")
+    beyond_first = buckets.first_nonempty(lo)
+    has_beyond = off_grid(beyond_first) < buckets.num_buckets
     if strategy == "tfa_semi_hard":
-        hardest_beyond = buckets.hardest_in(a, beyond_first)
+        hardest_beyond = off_grid(buckets.hardest_in(beyond_first))
         farthest = tf.gather(_first_argmax(d, is_neg), a)
         return _stack(a, p, tf.where(has_beyond, hardest_beyond, farthest))
 
     # semi_hard. Last bucket below d(a,p) + alpha: bucket_of(x) for x just below it.
-    hi = off_grid(buckets.bucket_of(on_grid(d_margin, inf), "left", "left"))
-    band = buckets.count_between(a, lo, hi)
-    keep = band > 0
+    hi = buckets.bucket_of(on_grid(d_margin, inf), "left", "left")
+    band = buckets.count_between(lo, hi)
+    keep = off_grid(band) > 0
     fallback = opts["fallback"] == "hardest_beyond"
     # The first non-empty bucket above d(a,p) is in the band whenever the band is not empty.
-    hardest = buckets.hardest_in(a, beyond_first) if fallback or not random_choice else None
-    chosen = buckets.random_in_band(a, lo, band, seed) if random_choice else hardest
+    hardest = off_grid(buckets.hardest_in(beyond_first)) if fallback or not random_choice \
+        else None
+    chosen = off_grid(buckets.random_in_band(lo, band, seed)) if random_choice else hardest
     if fallback:
         chosen = tf.where(keep, chosen, hardest)
         keep = keep | has_beyond
@@ -307,51 +308,46 @@ class _Buckets:
             b += tf.searchsorted(self._upper, x, side=upper_side, out_type=tf.int32)
         return b
 
-    def _cum_at(self, anchors, fine):
-        """Negatives of each anchor in fine buckets < fine (fine may be the fine count)."""
-        padded = tf.pad(self._cum, [[0, 0], [1, 0]])
-        return tf.gather_nd(padded, tf.stack([anchors, fine], axis=1))
+    def _cum_at(self, fine):
+        """Per row, the anchor's negatives in fine buckets < fine (fine may be the fine count)."""
+        return tf.gather(tf.pad(self._cum, [[0, 0], [1, 0]]), fine, batch_dims=1)
 
-    def count_between(self, anchors, lo, hi):
+    def count_between(self, lo, hi):
         """Negatives in buckets lo..hi (inclusive; 0 if hi < lo)."""
-        return tf.maximum(self._cum_at(anchors, (hi + 1) * self._subs)
-                          - self._cum_at(anchors, lo * self._subs), 0)
+        return tf.maximum(self._cum_at((hi + 1) * self._subs) - self._cum_at(lo * self._subs), 0)
 
-    def _fine_holding(self, anchors, rank):
-        """The fine bucket holding each anchor's rank-th negative in bucket order."""
-        cum = tf.gather(self._cum, anchors)
-        return tf.searchsorted(cum, rank[:, None], side="right", out_type=tf.int32)[:, 0]
+    def _fine_holding(self, rank):
+        """The fine bucket holding each row's rank-th negative in bucket order."""
+        return tf.searchsorted(self._cum, rank, side="right", out_type=tf.int32)
 
-    def first_nonempty(self, anchors, lo):
+    def first_nonempty(self, lo):
         """First non-empty bucket >= lo (num_buckets if none)."""
-        first = self._fine_holding(anchors, self._cum_at(anchors, lo * self._subs))
-        return first // self._subs
+        return self._fine_holding(self._cum_at(lo * self._subs)) // self._subs
 
     def _winner(self, keys, reduce):
-        """Per fine bucket, the key that wins `reduce`, as [N * buckets, subs]."""
+        """Per fine bucket, the key that wins `reduce`, as [N, buckets, subs]."""
         best = reduce(tf.reshape(keys, [-1]), self._segment, self._segments)
-        return tf.reshape(best[:-1], [-1, self._subs])
+        return tf.reshape(best[:-1], tf.stack([-1, self.num_buckets, self._subs]))
 
-    def _at(self, anchors, bucket):
-        return anchors * self.num_buckets + tf.minimum(bucket, self.num_buckets - 1)
-
-    def hardest_in(self, anchors, bucket):
-        """The smallest-distance (then lowest-index) negative of each (anchor, bucket)."""
+    def hardest_in(self, bucket):
+        """The smallest-distance (then lowest-index) negative of each row's bucket."""
         dist_bits = tf.cast(tf.bitcast(tf.abs(self._d), tf.int32), tf.int64)
         keys = tf.bitwise.left_shift(dist_bits, 32) | self._cols
-        best = tf.reduce_min(self._winner(keys, tf.math.unsorted_segment_min), axis=1)
-        return _low_column(tf.gather(best, self._at(anchors, bucket)))
+        best = tf.reduce_min(self._winner(keys, tf.math.unsorted_segment_min), axis=2)
+        bucket = tf.minimum(bucket, self.num_buckets - 1)
+        return _low_column(tf.gather(best, bucket, batch_dims=1))
 
-    def random_in_band(self, anchors, lo, band, seed):
-        """A uniform random negative among each pair's `band` negatives from bucket lo on.
+    def random_in_band(self, lo, band, seed):
+        """A uniform random negative among each entry's `band` negatives from bucket lo on.
 
         Picks a fine bucket with probability count / band, then its member with the largest
         random key (uniform within it): each band member has probability exactly 1 / band.
         """
-        rank = self._cum_at(anchors, lo * self._subs) + _random_offsets(seed, band)
-        fine = tf.minimum(self._fine_holding(anchors, rank), self._fine - 1)  # band 0: unused
-        best = tf.reshape(self._winner(self._keys, tf.math.unsorted_segment_max), [-1])
-        return _low_column(tf.gather(best, anchors * self._fine + fine))
+        rank = self._cum_at(lo * self._subs) + _random_offsets(seed, band)
+        fine = tf.minimum(self._fine_holding(rank), self._fine - 1)  # band 0: unused
+        best = tf.reshape(self._winner(self._keys, tf.math.unsorted_segment_max),
+                          tf.stack([-1, self._fine]))
+        return _low_column(tf.gather(best, fine, batch_dims=1))
 
 
 def _low_column(keys):
