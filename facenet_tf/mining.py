@@ -238,7 +238,7 @@ def select_triplets(embeddings, labels, strategy, alpha=0.2, seed=None, **option
     upper = None if strategy == "tfa_semi_hard" else lower + alpha
     random_choice = strategy == "semi_hard" and opts["choose"] == "random"
     seed = _seed_pair(seed)
-    buckets = _Buckets(d, is_neg, lower, upper, _SUB_BUCKETS if random_choice else 1, seed + 1)
+    buckets = _Buckets(d, is_neg, lower, upper, seed + 1 if random_choice else None)
     # Per-pair values on the grid. First bucket above d(a,p): bucket_of(x) for x just above it.
     lo = buckets.bucket_of(on_grid(d_ap, inf), "right", "right")
     beyond_first = buckets.first_nonempty(lo)
@@ -269,15 +269,18 @@ class _Buckets:
     With lower edges L (the anchor's d(a,p) values, ascending) and upper edges U = L + alpha, a
     negative at distance x falls in bucket #{L < x} + #{U <= x} (monotone in x), so every band
     L_r < x < U_r is exactly a contiguous run of buckets. upper=None uses the lower edges only.
-    With subs > 1 each bucket is split at random into `subs` sub-buckets (fine index
+    With a seed each bucket is also split at random into sub-buckets (fine index
     bucket * subs + sub), which keeps bands contiguous. Costs O(N^2 log K) plus [N, 2K] work.
     """
 
-    def __init__(self, d, is_neg, lower, upper, subs, seed):
-        self._d, self._lower, self._upper, self._subs = d, lower, upper, subs
+    def __init__(self, d, is_neg, lower, upper, seed=None):
+        self._d, self._lower, self._upper = d, lower, upper
         n = tf.shape(d)[0]
         self.num_buckets = tf.shape(lower)[1] * (1 if upper is None else 2) + 1
-        self._fine = self.num_buckets * subs
+        # Sub-buckets only with a seed, and at most N per anchor (memory stays O(N^2)).
+        self._subs = 1 if seed is None else tf.clip_by_value(n // self.num_buckets, 1,
+                                                              _SUB_BUCKETS)
+        self._fine = self.num_buckets * self._subs
         self._segments = n * self._fine + 1  # the last one collects non-negatives
         if upper is None:
             edges = lower
@@ -285,13 +288,13 @@ class _Buckets:
             inf = tf.fill(tf.shape(upper), tf.constant(np.inf, tf.float32))
             below_upper = tf.where(upper < inf, tf.math.nextafter(upper, -inf), inf)
             edges = tf.sort(tf.concat([lower, below_upper], 1), axis=1)
-        fine = tf.searchsorted(edges, d, side="left", out_type=tf.int32) * subs
+        fine = tf.searchsorted(edges, d, side="left", out_type=tf.int32) * self._subs
         self._cols = tf.broadcast_to(tf.range(n, dtype=tf.int64)[None, :], tf.shape(d))
         self._keys = None
-        if subs > 1:
+        if seed is not None:
             bits = tf.random.stateless_uniform(tf.shape(d), seed=seed, minval=None, maxval=None,
                                                dtype=tf.int32)
-            fine += tf.math.floormod(bits, subs)
+            fine += tf.math.floormod(bits, self._subs)
             # Random key (high 32 bits) then column: the max-key member is uniform in its bucket.
             self._keys = tf.bitwise.left_shift(tf.cast(bits, tf.int64), 32) | self._cols
         rows = tf.range(n)[:, None] * self._fine
