@@ -288,7 +288,7 @@ class _Buckets:
             inf = tf.fill(tf.shape(upper), tf.constant(np.inf, tf.float32))
             below_upper = tf.where(upper < inf, tf.math.nextafter(upper, -inf), inf)
             edges = tf.sort(tf.concat([lower, below_upper], 1), axis=1)
-        fine = tf.searchsorted(edges, d, side="left", out_type=tf.int32) * self._subs
+        fine = _count_edges_below(edges, d, is_neg) * self._subs
         self._cols = tf.broadcast_to(tf.range(n, dtype=tf.int64)[None, :], tf.shape(d))
         self._keys = None
         if seed is not None:
@@ -334,8 +334,7 @@ class _Buckets:
 
     def hardest_in(self, bucket):
         """The smallest-distance (then lowest-index) negative of each row's bucket."""
-        dist_bits = tf.cast(tf.bitcast(tf.abs(self._d), tf.int32), tf.int64)
-        keys = tf.bitwise.left_shift(dist_bits, 32) | self._cols
+        keys = tf.bitwise.left_shift(tf.cast(_float_order(self._d), tf.int64), 32) | self._cols
         best = tf.reduce_min(self._winner(keys, tf.math.unsorted_segment_min), axis=2)
         bucket = tf.minimum(bucket, self.num_buckets - 1)
         return _low_column(tf.gather(best, bucket, batch_dims=1))
@@ -353,6 +352,45 @@ class _Buckets:
         return _low_column(tf.gather(best, fine, batch_dims=1))
 
 
+def _float_order(x):
+    """int32 with the order of the float32 values x (-0.0 and 0.0 both map to 0)."""
+    bits = tf.bitcast(x, tf.int32)
+    return tf.where(bits < 0, -tf.bitwise.bitwise_and(bits, 0x7FFFFFFF), bits)
+
+
+def _row_keys(rows, x):
+    """int64 keys ordered by (row, x): row * 2^32 + the order of float32 x."""
+    return tf.cast(rows, tf.int64) * 2**32 + tf.cast(_float_order(x), tf.int64) + 2**31
+
+
+def _count_edges_below(edges, d, is_neg):
+    """#{edges[i, :] < d[i, j]} for the negatives (edges [N, E] ascending, +inf padded).
+
+    Binary-searches only the negatives strictly between a row's first and last finite edge (the
+    rest are 0 or all finite edges), in one flat search when they are few; in mid-training
+    batches they are a small fraction of N^2.
+    """
+    finite = tf.reduce_sum(tf.cast(edges < np.inf, tf.int32), axis=1)
+    last = tf.gather(edges, tf.maximum(finite - 1, 0), batch_dims=1)[:, None]
+    inside = is_neg & (d > edges[:, :1]) & (d <= last)
+    n = tf.shape(d)[0]
+
+    def search_all():
+        return tf.searchsorted(edges, d, side="left", out_type=tf.int32)
+
+    def search_inside():
+        at = tf.where(inside)
+        edge_keys = tf.reshape(_row_keys(tf.range(n)[:, None], edges), [-1])
+        found = tf.searchsorted(edge_keys, _row_keys(at[:, 0], tf.gather_nd(d, at)),
+                                side="left", out_type=tf.int64)
+        counts = tf.cast(found - at[:, 0] * tf.shape(edges, out_type=tf.int64)[1], tf.int32)
+        outside = tf.where(d > last, finite[:, None], 0)
+        return tf.tensor_scatter_nd_update(outside, at, counts)
+
+    few = 4 * tf.reduce_sum(tf.cast(inside, tf.int32)) < n * n
+    return tf.cond(few, search_inside, search_all)
+
+
 def _low_column(keys):
     return tf.cast(tf.bitwise.bitwise_and(keys, 0xFFFFFFFF), tf.int32)
 
@@ -365,15 +403,12 @@ def _all_triplets(d, is_neg, a, p, d_margin, n):
     """
     reach = tf.math.unsorted_segment_max(d_margin, a, n)
     cand = tf.where(is_neg & (d < reach[:, None]))
-    dist_bits = tf.cast(tf.bitcast(tf.abs(tf.gather_nd(d, cand)), tf.int32), tf.int64)
-    row_key = cand[:, 0] * 2**31
-    order = tf.argsort(row_key + dist_bits, stable=True)  # stable: ties keep index order
-    keys = tf.gather(row_key + dist_bits, order)
+    cand_keys = _row_keys(cand[:, 0], tf.gather_nd(d, cand))
+    order = tf.argsort(cand_keys, stable=True)  # stable: ties keep index order
+    keys = tf.gather(cand_keys, order)
     negs = tf.cast(tf.gather(cand[:, 1], order), tf.int32)
-    pair_key = tf.cast(a, tf.int64) * 2**31
-    start = tf.searchsorted(keys, pair_key, side="left", out_type=tf.int32)
-    margin_bits = tf.cast(tf.bitcast(tf.abs(d_margin), tf.int32), tf.int64)
-    counts = tf.searchsorted(keys, pair_key + margin_bits, side="left", out_type=tf.int32) - start
+    start = tf.searchsorted(keys, tf.cast(a, tf.int64) * 2**32, side="left", out_type=tf.int32)
+    counts = tf.searchsorted(keys, _row_keys(a, d_margin), side="left", out_type=tf.int32) - start
     pair_of = tf.repeat(tf.range(tf.shape(a)[0]), counts)
     rank = tf.range(tf.shape(pair_of)[0]) - tf.gather(tf.cumsum(counts, exclusive=True), pair_of)
     return _stack(tf.gather(a, pair_of), tf.gather(p, pair_of),
