@@ -288,16 +288,21 @@ class _Buckets:
             inf = tf.fill(tf.shape(upper), tf.constant(np.inf, tf.float32))
             below_upper = tf.where(upper < inf, tf.math.nextafter(upper, -inf), inf)
             edges = tf.sort(tf.concat([lower, below_upper], 1), axis=1)
-        fine = _count_edges_below(edges, d, is_neg) * self._subs
-        self._cols = tf.broadcast_to(tf.range(n, dtype=tf.int64)[None, :], tf.shape(d))
-        self._keys = None
-        if seed is not None:
-            bits = tf.random.stateless_uniform(tf.shape(d), seed=seed, minval=None, maxval=None,
-                                               dtype=tf.int32)
-            fine += tf.math.floormod(bits, self._subs)
-            # Random key (high 32 bits) then column: the max-key member is uniform in its bucket.
-            self._keys = tf.bitwise.left_shift(tf.cast(bits, tf.int64), 32) | self._cols
+        below, inside = _count_edges_below(edges, d, is_neg)
+        fine = below * self._subs
+        self._cols = tf.range(n, dtype=tf.int64)[None, :]
         rows = tf.range(n)[:, None] * self._fine
+        if seed is not None:
+            # Every band member lies inside the anchor's edges: only those get a random
+            # sub-bucket and a key (random high 32 bits, then the column), so the max-key member
+            # of a fine bucket is uniform in it.
+            at = tf.where(inside)
+            bits = tf.random.stateless_uniform(tf.shape(at)[:1], seed=seed, minval=None,
+                                               maxval=None, dtype=tf.int32)
+            fine = tf.tensor_scatter_nd_add(fine, at, tf.math.floormod(bits, self._subs))
+            self._random_keys = tf.bitwise.left_shift(tf.cast(bits, tf.int64), 32) | at[:, 1]
+            self._random_segment = (tf.cast(at[:, 0], tf.int32) * self._fine
+                                    + tf.gather_nd(fine, at))
         self._segment = tf.reshape(tf.where(is_neg, rows + fine, self._segments - 1), [-1])
         counts = tf.math.bincount(self._segment, minlength=self._segments,
                                   maxlength=self._segments, dtype=tf.int32)
@@ -327,15 +332,16 @@ class _Buckets:
         """First non-empty bucket >= lo (num_buckets if none)."""
         return self._fine_holding(self._cum_at(lo * self._subs)) // self._subs
 
-    def _winner(self, keys, reduce):
+    def _winner(self, keys, segment, reduce):
         """Per fine bucket, the key that wins `reduce`, as [N, buckets, subs]."""
-        best = reduce(tf.reshape(keys, [-1]), self._segment, self._segments)
+        best = reduce(tf.reshape(keys, [-1]), segment, self._segments)
         return tf.reshape(best[:-1], tf.stack([-1, self.num_buckets, self._subs]))
 
     def hardest_in(self, bucket):
         """The smallest-distance (then lowest-index) negative of each row's bucket."""
         keys = tf.bitwise.left_shift(tf.cast(_float_order(self._d), tf.int64), 32) | self._cols
-        best = tf.reduce_min(self._winner(keys, tf.math.unsorted_segment_min), axis=2)
+        best = tf.reduce_min(self._winner(keys, self._segment, tf.math.unsorted_segment_min),
+                             axis=2)
         bucket = tf.minimum(bucket, self.num_buckets - 1)
         return _low_column(tf.gather(best, bucket, batch_dims=1))
 
@@ -347,8 +353,8 @@ class _Buckets:
         """
         rank = self._cum_at(lo * self._subs) + _random_offsets(seed, band)
         fine = tf.minimum(self._fine_holding(rank), self._fine - 1)  # band 0: unused
-        best = tf.reshape(self._winner(self._keys, tf.math.unsorted_segment_max),
-                          tf.stack([-1, self._fine]))
+        best = tf.reshape(self._winner(self._random_keys, self._random_segment,
+                                       tf.math.unsorted_segment_max), tf.stack([-1, self._fine]))
         return _low_column(tf.gather(best, fine, batch_dims=1))
 
 
@@ -366,6 +372,7 @@ def _row_keys(rows, x):
 def _count_edges_below(edges, d, is_neg):
     """#{edges[i, :] < d[i, j]} for the negatives (edges [N, E] ascending, +inf padded).
 
+    Also returns the mask of negatives strictly between the row's first and last finite edge.
     Binary-searches only the negatives strictly between a row's first and last finite edge (the
     rest are 0 or all finite edges), in one flat search when they are few; in mid-training
     batches they are a small fraction of N^2.
@@ -388,7 +395,7 @@ def _count_edges_below(edges, d, is_neg):
         return tf.tensor_scatter_nd_update(outside, at, counts)
 
     few = 4 * tf.reduce_sum(tf.cast(inside, tf.int32)) < n * n
-    return tf.cond(few, search_inside, search_all)
+    return tf.cond(few, search_inside, search_all), inside
 
 
 def _low_column(keys):
