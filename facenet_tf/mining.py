@@ -289,23 +289,28 @@ class _Buckets:
             below_upper = tf.where(upper < inf, tf.math.nextafter(upper, -inf), inf)
             edges = tf.sort(tf.concat([lower, below_upper], 1), axis=1)
         below, inside = _count_edges_below(edges, d, is_neg)
-        fine = below * self._subs
         self._cols = tf.range(n, dtype=tf.int64)[None, :]
         rows = tf.range(n)[:, None] * self._fine
+        # Sub-bucket 0 for all here (hardest_in reduces over sub-buckets anyway).
+        self._segment = tf.reshape(tf.where(is_neg, rows + below * self._subs,
+                                            self._segments - 1), [-1])
+
+        def histogram(segment):
+            return tf.math.bincount(segment, minlength=self._segments, maxlength=self._segments,
+                                    dtype=tf.int32)
+
+        counts = histogram(self._segment)
         if seed is not None:
-            # Every band member lies inside the anchor's edges: only those get a random
-            # sub-bucket and a key (random high 32 bits, then the column), so the max-key member
-            # of a fine bucket is uniform in it.
+            # Every band member lies inside the anchor's edges: only those move to a random
+            # sub-bucket and get a key (random high 32 bits, then the column), so the max-key
+            # member of a fine bucket is uniform in it.
             at = tf.where(inside)
             bits = tf.random.stateless_uniform(tf.shape(at)[:1], seed=seed, minval=None,
                                                maxval=None, dtype=tf.int32)
-            fine = tf.tensor_scatter_nd_add(fine, at, tf.math.floormod(bits, self._subs))
+            sub0 = tf.cast(at[:, 0], tf.int32) * self._fine + tf.gather_nd(below, at) * self._subs
+            self._random_segment = sub0 + tf.math.floormod(bits, self._subs)
+            counts += histogram(self._random_segment) - histogram(sub0)
             self._random_keys = tf.bitwise.left_shift(tf.cast(bits, tf.int64), 32) | at[:, 1]
-            self._random_segment = (tf.cast(at[:, 0], tf.int32) * self._fine
-                                    + tf.gather_nd(fine, at))
-        self._segment = tf.reshape(tf.where(is_neg, rows + fine, self._segments - 1), [-1])
-        counts = tf.math.bincount(self._segment, minlength=self._segments,
-                                  maxlength=self._segments, dtype=tf.int32)
         counts = tf.reshape(counts[:-1], [n, self._fine])
         self._cum = tf.cumsum(counts, axis=1)  # per anchor: negatives in fine buckets <= j
 
