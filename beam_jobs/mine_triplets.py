@@ -183,12 +183,13 @@ def build_pipeline(pipeline, config: MiningConfig, shard_paths, subsets, model_t
              | "BySubset" >> beam.FlatMap(mt.by_subset)
              | "GroupSubsets" >> beam.GroupByKey()
              | "Mine" >> beam.ParDo(mt.MineSubset(
-                 config.strategy, config.alpha, seed, config.generation, model_tag,
-                 config.num_shards, config.strategy_options)).with_outputs(
-                     mt.STATS, main="triplets"))
+                 config.strategy, config.alpha, seed, config.num_shards,
+                 config.strategy_options)).with_outputs(mt.STATS, main="triplets"))
     shards = (mined.triplets
               | "GroupShards" >> beam.GroupByKey()
-              | "WriteShards" >> beam.ParDo(mt.WriteShard(tmp_dir, config.num_shards)))
+              | "WriteShards" >> beam.ParDo(mt.WriteShard(
+                  tmp_dir, config.num_shards, model_tag, config.strategy, config.alpha,
+                  config.generation)))
     bad = (parsed[mt.BAD], joined[mt.BAD], embedded[mt.BAD]) | "AllBad" >> beam.Flatten()
     for name, pcoll in (("shards", shards), ("stats", mined[mt.STATS]), ("bad", bad)):
         (pcoll

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import re
+import time
 
 import apache_beam as beam
 import numpy as np
@@ -15,6 +16,8 @@ import numpy as np
 from facenet_tf.data import records
 
 NAMESPACE = "mine_triplets"
+# Counters of milliseconds spent per stage (summed over workers), for profiling the job.
+DECODE_MS, EMBED_MS, MINE_MS, WRITE_MS = "decode_ms", "embed_ms", "mine_ms", "write_ms"
 BAD = "bad"
 STATS = "stats"
 
@@ -134,9 +137,10 @@ def negative_memberships(element):
 class EmbedImages(beam.DoFn):
     """Embeds batches of (ImageRecord, memberships); the model is loaded once per worker.
 
-    Images are decoded and preprocessed one by one with the embedder's own preprocessing (a
-    corrupt image becomes a bad record) and embedded in fixed-size, zero-padded batches, so
-    an image's embedding does not depend on how Beam happened to batch it.
+    Images are decoded and preprocessed with the embedder's own preprocessing, a whole batch
+    per TF call (a batch with a corrupt image is redone image by image, and the corrupt one
+    becomes a bad record), and embedded in fixed-size, zero-padded batches, so an image's
+    embedding does not depend on how Beam happened to batch it.
     """
 
     def __init__(self, model_path: str, preprocess_dict: dict | None, batch_size: int,
@@ -149,6 +153,8 @@ class EmbedImages(beam.DoFn):
         self._shared = shared_model
         self._embedded = beam.metrics.Metrics.counter(NAMESPACE, "images_embedded")
         self._bad = beam.metrics.Metrics.counter(NAMESPACE, "bad_records")
+        self._decode_ms = beam.metrics.Metrics.counter(NAMESPACE, DECODE_MS)
+        self._embed_ms = beam.metrics.Metrics.counter(NAMESPACE, EMBED_MS)
 
     def setup(self):
         import tensorflow as tf
@@ -162,32 +168,64 @@ class EmbedImages(beam.DoFn):
             self._embedder = self._shared.acquire(
                 lambda: export.load_embedder(self._model_path, preprocess=config))
         config = self._embedder.preprocess
-        self._decode = tf.function(lambda encoded: preprocess.preprocess_encoded(encoded, config),
-                                   input_signature=[tf.TensorSpec([], tf.string)])
+
+        def one(encoded):
+            return preprocess.preprocess_encoded(encoded, config)
+
+        self._decode = tf.function(one, input_signature=[tf.TensorSpec([], tf.string)])
+        self._decode_batch = tf.function(
+            lambda encoded: tf.map_fn(
+                one, encoded, parallel_iterations=max(2, os.cpu_count() or 1),
+                fn_output_signature=tf.TensorSpec([*config.image_size, 3], tf.float32)),
+            input_signature=[tf.TensorSpec([self._batch_size], tf.string)])
         self._op_error = tf.errors.OpError
 
-    def process(self, batch):
-        pixels, kept = [], []
-        for record, memberships in batch:
+    def _decode_chunk(self, chunk):
+        """Pixels of a chunk's decodable images, those items, and bad-record entries."""
+        encoded = [record.encoded for record, _ in chunk]
+        try:  # padded with copies of the first image, so there is one traced batch shape
+            pixels = self._decode_batch(
+                encoded + encoded[:1] * (self._batch_size - len(encoded))).numpy()
+            return pixels[:len(chunk)], list(chunk), []
+        except self._op_error:
+            pass
+        pixels, kept, bad = [], [], []
+        for item in chunk:
             try:
-                pixels.append(self._decode(record.encoded).numpy())
+                pixels.append(self._decode(item[0].encoded).numpy())
             except self._op_error as e:
-                self._bad.inc()
-                yield beam.pvalue.TaggedOutput(BAD, {
-                    "source": record.image_id,
-                    "reason": "undecodable image: " + _op_message(e)})
+                bad.append({"source": item[0].image_id,
+                            "reason": "undecodable image: " + _op_message(e)})
                 continue
-            kept.append((record, memberships))
-        for start in range(0, len(kept), self._batch_size):
-            chunk = np.stack(pixels[start:start + self._batch_size])
-            n = len(chunk)
+            kept.append(item)
+        return pixels, kept, bad
+
+    def process(self, batch):
+        batch = list(batch)
+        for start in range(0, len(batch), self._batch_size):
+            started = time.perf_counter()
+            pixels, kept, bad = self._decode_chunk(batch[start:start + self._batch_size])
+            self._decode_ms.inc(_ms_since(started))
+            for entry in bad:
+                self._bad.inc()
+                yield beam.pvalue.TaggedOutput(BAD, entry)
+            n = len(kept)
+            if n == 0:
+                continue
+            chunk = np.stack(pixels)
             if n < self._batch_size:
                 pad = np.zeros((self._batch_size - n,) + chunk.shape[1:], chunk.dtype)
                 chunk = np.concatenate([chunk, pad])
+            started = time.perf_counter()
             embeddings = np.asarray(self._embedder.embed_pixels(chunk))[:n]
+            self._embed_ms.inc(_ms_since(started))
             self._embedded.inc(n)
-            for (record, memberships), embedding in zip(kept[start:start + n], embeddings):
+            for (record, memberships), embedding in zip(kept, embeddings):
                 yield record, memberships, embedding.astype(np.float32)
+
+
+def _ms_since(started: float) -> int:
+    return int(round(1000 * (time.perf_counter() - started)))
 
 
 def _op_message(error) -> str:
@@ -228,25 +266,28 @@ def pair_statistics(distances: np.ndarray, labels: np.ndarray, alpha: float):
 class MineSubset(beam.DoFn):
     """Mines one subset's triplets with facenet_tf.mining.select_triplets.
 
-    Main output: (shard, (sort_key, serialized triplet record)); tagged STATS output: the
+    Main output, per shard that gets some of the subset's triplets: (shard, (records, rows))
+    with each image record those rows use once (not three encoded images per triplet, which
+    is what makes the shuffle to the writers cheap) and rows of
+    (sort key, anchor id, positive id, negative id, d_ap, d_an). Tagged STATS output: the
     subset's counts and distance sums for the manifest.
     """
 
-    def __init__(self, strategy: str, alpha: float, seed: int, generation: int, model_tag: str,
-                 num_shards: int, strategy_options: dict | None = None):
+    def __init__(self, strategy: str, alpha: float, seed: int, num_shards: int,
+                 strategy_options: dict | None = None):
         self._strategy = strategy
         self._alpha = alpha
         self._seed = seed
-        self._generation = generation
-        self._model_tag = model_tag
         self._num_shards = num_shards
         self._options = dict(strategy_options or {})
         self._mined = beam.metrics.Metrics.counter(NAMESPACE, "subsets_mined")
         self._triplets = beam.metrics.Metrics.counter(NAMESPACE, "triplets_mined")
+        self._mine_ms = beam.metrics.Metrics.counter(NAMESPACE, MINE_MS)
 
     def process(self, element):
         import tensorflow as tf
         from facenet_tf import mining
+        started = time.perf_counter()
         subset, items = element
         items = sorted(items, key=lambda item: (item[0].image_id, item[1]))
         recs = [item[0] for item in items]
@@ -261,18 +302,20 @@ class MineSubset(beam.DoFn):
                 seed=derive_seed(self._seed, "subset", subset), **self._options)
             triplets = np.asarray(triplets, np.int64).reshape(-1, 3)
         sum_ap = sum_an = 0.0
+        per_shard = {}
         for a, p, n in triplets:
             d_ap, d_an = float(distances[a, p]), float(distances[a, n])
             sum_ap += d_ap
             sum_an += d_an
-            info = records.MiningInfo(model=self._model_tag, strategy=self._strategy,
-                                      alpha=float(self._alpha), generation=self._generation,
-                                      d_ap=d_ap, d_an=d_an)
-            example = records.triplet_example(recs[a], recs[p], recs[n], info)
             ids = (recs[a].image_id, recs[p].image_id, recs[n].image_id)
             key = stable_hash(self._seed, subset, *ids)
-            yield key % self._num_shards, ((key, subset) + ids,
-                                             example.SerializeToString(deterministic=True))
+            used, rows = per_shard.setdefault(key % self._num_shards, ({}, []))
+            for i in (a, p, n):
+                used[recs[i].image_id] = recs[i]
+            rows.append(((key, subset) + ids, d_ap, d_an))
+        self._mine_ms.inc(_ms_since(started))
+        for shard, (used, rows) in sorted(per_shard.items()):
+            yield shard, (sorted(used.values(), key=lambda r: r.image_id), rows)
         self._mined.inc()
         self._triplets.inc(len(triplets))
         yield beam.pvalue.TaggedOutput(STATS, {
@@ -283,22 +326,38 @@ class MineSubset(beam.DoFn):
 
 
 class WriteShard(beam.DoFn):
-    """Writes one shard's triplet records, sorted by their key, to `directory`."""
+    """Writes one shard's triplet records (from MineSubset's packs), sorted by their key."""
 
-    def __init__(self, directory: str, num_shards: int):
+    def __init__(self, directory: str, num_shards: int, model_tag: str, strategy: str,
+                 alpha: float, generation: int):
         self._directory = directory
         self._num_shards = num_shards
+        self._model_tag = model_tag
+        self._strategy = strategy
+        self._alpha = alpha
+        self._generation = generation
         self._written = beam.metrics.Metrics.counter(NAMESPACE, "triplets_written")
+        self._write_ms = beam.metrics.Metrics.counter(NAMESPACE, WRITE_MS)
 
     def process(self, element):
         import tensorflow as tf
-        shard, rows = element
-        rows = sorted(rows)
+        started = time.perf_counter()
+        shard, packs = element
+        rows, image = [], {}
+        for used, pack_rows in packs:
+            image.update((r.image_id, r) for r in used)
+            rows.extend(pack_rows)
+        rows.sort()
         name = records.shard_name(records.TRIPLET_SHARD_PREFIX, shard, self._num_shards)
         with tf.io.TFRecordWriter(os.path.join(self._directory, name)) as writer:
-            for _, serialized in rows:
-                writer.write(serialized)
+            for (_, _, a, p, n), d_ap, d_an in rows:
+                info = records.MiningInfo(model=self._model_tag, strategy=self._strategy,
+                                          alpha=float(self._alpha), generation=self._generation,
+                                          d_ap=d_ap, d_an=d_an)
+                example = records.triplet_example(image[a], image[p], image[n], info)
+                writer.write(example.SerializeToString(deterministic=True))
         self._written.inc(len(rows))
+        self._write_ms.inc(_ms_since(started))
         logging.info("mine_triplets: wrote %s (%d triplets)", name, len(rows))
         yield {"file": name, "index": shard, "num_triplets": len(rows)}
 
