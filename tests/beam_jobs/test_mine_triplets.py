@@ -310,3 +310,29 @@ def test_orl_through_build_dataset(orl_dir, tmp_path):
         return d[a, p] - TOL < d[a, n] < d[a, p] + alpha + TOL
 
     check_generation(dataset, model_path, str(tmp_path / "gen"), alpha, semi_hard)
+
+
+def test_portable_runner_with_a_separate_worker_process_equals_direct_run(
+        tmp_path, tiny_model_path, monkeypatch):
+    """Beam's portability framework (the path Flink and Spark take: pickled DoFns, an SDK
+    worker process with no driver-side state) writes the in-process DirectRunner's bytes."""
+    dataset = write_tiny_dataset(tmp_path / "ds", [3, 3, 3, 2])
+    common = dict(strategy="semi_hard", identities_per_subset=2, images_per_identity=3,
+                  num_subsets=3, seed=4, num_shards=2, batch_size=4, generation=1)
+    reference = mine_triplets(MiningConfig(dataset, tiny_model_path, str(tmp_path / "direct"),
+                                           **common))
+    # The loopback worker pool starts its SDK worker as `python -c ...` from PATH.
+    monkeypatch.setenv("PATH", os.pathsep.join([os.path.dirname(sys.executable),
+                                                os.environ.get("PATH", "")]))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [REPO_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    portable = mine_triplets(
+        MiningConfig(dataset, tiny_model_path, str(tmp_path / "portable"), **common),
+        pipeline_options=["--runner=PortableRunner", "--job_endpoint=embed",
+                          "--environment_type=LOOPBACK",
+                          "--experiments=use_loopback_process_worker"])
+    assert portable["num_triplets"] == reference["num_triplets"] > 0
+    assert portable["subset_stats"] == reference["subset_stats"]
+    assert shard_bytes(tmp_path / "portable", portable) == shard_bytes(tmp_path / "direct",
+                                                                        reference)
+    assert portable["counters"]["images_embedded"] == reference["counters"]["images_embedded"]
