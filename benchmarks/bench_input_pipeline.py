@@ -9,13 +9,14 @@ Data: LFW deep-funneled (250x250 JPEGs) from ../shared/data if present, else syn
 250x250 JPEG faces (quick mode always uses the synthetic set).
 """
 
-import argparse
 import os
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+from benchmarks import common
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -114,14 +115,7 @@ def run(quick: bool) -> list:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small data, few steps")
-    args = parser.parse_args(argv)
-    for row in run(args.quick):
-        print(f"{row['metric']}: input {row['value']:.1f} img/s, "
-              f"train {row['baseline'] or float('nan'):.1f} img/s, "
-              f"ratio {row['ratio'] or float('nan'):.2f} (target >= {row['target']}) "
-              f"[{row['notes']}]")
+    return common.bench_main(run, __doc__, "small data, few steps", argv)
 
 
 if __name__ == "__main__":

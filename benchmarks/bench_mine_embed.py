@@ -12,12 +12,14 @@ start, reading, decoding, embedding, mining and writing the triplets; its per-st
 come from the job's *_ms counters.
 """
 
-import argparse
 import os
+import sys
 import tempfile
 import time
 
 import numpy as np
+
+from benchmarks import common
 
 TARGET = 0.7
 BATCH_SIZE = 64
@@ -146,13 +148,8 @@ def run(quick: bool) -> list[dict]:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="ORL and a small model")
-    args = parser.parse_args(argv)
-    for row in run(args.quick):
-        print(f"{row['metric']}: job {row['value']} vs bare loop {row['baseline']} "
-              f"-> ratio {row['ratio']} (target >= {row['target']})\n  {row['notes']}")
+    return common.bench_main(run, __doc__, "ORL and a small model", argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

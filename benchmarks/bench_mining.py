@@ -29,12 +29,14 @@ Unlike the classic (which only takes positives after the anchor), it walks every
 Targets (issue 3): vectorised >= 100x faster than the loop, `semi_hard` under 100 ms per batch.
 """
 
-import argparse
 import os
 import statistics
+import sys
 import time
 
 import numpy as np
+
+from benchmarks import common
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -142,13 +144,8 @@ def run(quick: bool) -> list:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="N = 400 instead of 1800")
-    args = parser.parse_args(argv)
-    for row in run(args.quick):
-        print(f"{row['metric']}: {row['value']:.1f} ms vs baseline {row['baseline']:.1f} "
-              f"-> ratio {row['ratio']:.1f} (target {row['target']}); {row['notes']}")
+    return common.bench_main(run, __doc__, "N = 400 instead of 1800", argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

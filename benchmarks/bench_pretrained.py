@@ -17,6 +17,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from benchmarks import common
 from facenet_tf import pretrained
 from facenet_tf.data.preprocess import preprocess_encoded
 
@@ -82,10 +83,8 @@ def run(quick: bool) -> list:
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    for row in run(quick="--quick" in argv):
-        print(row)
+    return common.bench_main(run, __doc__, "fewer images and repeats", argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 
+from benchmarks import common
+
 
 def _write_generation(directory, num_triplets, size=(112, 92), seed=0):
     """A generation of ORL-sized (112x92) PNG triplets plus its manifest."""
@@ -78,10 +80,8 @@ def run(quick: bool) -> list[dict]:
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    for row in run(quick="--quick" in argv):
-        print(row)
+    return common.bench_main(run, __doc__, "fewer steps", argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

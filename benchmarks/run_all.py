@@ -15,6 +15,8 @@ import sys
 import time
 import traceback
 
+from benchmarks.common import COLUMNS, fmt, format_row
+
 BENCHMARKS = {
     "mining": "benchmarks.bench_mining",
     "beam_embed": "benchmarks.bench_mine_embed",
@@ -22,7 +24,6 @@ BENCHMARKS = {
     "input_pipeline": "benchmarks.bench_input_pipeline",
     "pretrained": "benchmarks.bench_pretrained",
 }
-COLUMNS = ("benchmark", "metric", "value", "baseline", "ratio", "target", "notes")
 
 
 def machine_description() -> str:
@@ -41,17 +42,11 @@ def machine_description() -> str:
             f"TensorFlow {tf.__version__}")
 
 
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-    return "" if value is None else str(value)
-
-
 def to_markdown(rows, header: str) -> str:
     lines = [header, "", "| " + " | ".join(COLUMNS) + " |",
              "|" + "|".join("---" for _ in COLUMNS) + "|"]
     for row in rows:
-        lines.append("| " + " | ".join(_fmt(row.get(c)) for c in COLUMNS) + " |")
+        lines.append("| " + " | ".join(fmt(row.get(c)) for c in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -79,8 +74,7 @@ def main(argv=None):
             failures.append(name)
             new_rows = [{"benchmark": name, "metric": "FAILED", "notes": "see log"}]
         for row in new_rows:
-            print("   " + ", ".join(f"{k}={_fmt(row.get(k))}" for k in COLUMNS if k in row),
-                  flush=True)
+            print("   " + format_row(row), flush=True)
         rows.extend(new_rows)
         print(f"   ({time.time() - t0:.0f} s)", flush=True)
 
