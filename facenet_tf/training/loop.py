@@ -27,8 +27,12 @@ def generation_dir(model_dir: str, generation: int) -> str:
 
 def preprocess_config(config: TrainConfig, input_shape) -> PreprocessConfig:
     if config.model == "pretrained":
+        # The pretrained weights expect per-image prewhitening; the crop depends on the data
+        # (0.52 for LFW's 250x250 thumbnails, 1.0 for tight face crops such as ORL).
         from facenet_tf.pretrained import PRETRAINED_PREPROCESS
-        return PRETRAINED_PREPROCESS
+        return PreprocessConfig(image_size=PRETRAINED_PREPROCESS.image_size,
+                                crop_fraction=config.crop_fraction,
+                                standardization=PRETRAINED_PREPROCESS.standardization)
     return PreprocessConfig(image_size=tuple(input_shape[:2]), crop_fraction=config.crop_fraction)
 
 
