@@ -137,7 +137,7 @@ def main(argv):
     common = [f"--flagfile={flagfile}", f"--train_data={dataset_dir}", f"--model={FLAGS.model}",
               f"--seed={FLAGS.seed}"] + list(FLAGS.train_flag)
 
-    stage("4/6 baseline: the untrained model (--steps 0), evaluated on the held-out pairs")
+    stage("4/6 baseline: the initial model (--steps 0), evaluated on the held-out pairs")
     baseline_export = os.path.join(work, "export_untrained")
     run_trainer(common + [f"--model_dir={os.path.join(work, 'model_untrained')}", "--steps=0",
                           f"--export_dir={baseline_export}"],
@@ -181,7 +181,7 @@ def print_report(r: dict) -> None:
     print(f"facenet_tf demo report ({r['minutes']} min)")
     print(f"held-out verification: {r['num_pairs']} pairs among {r['held_out_identities']} "
           "identities never seen in training (LFW protocol, threshold chosen on the other folds)")
-    print(f"{'':24s}{'untrained':>12s}{'trained':>12s}")
+    print(f"{'':24s}{'before':>12s}{'after':>12s}   (training)")
     for key, label in (("accuracy_mean", "accuracy"), ("val_at_far_1e-3", "VAL @ FAR=1e-3"),
                        ("val_at_far_1e-2", "VAL @ FAR=1e-2"), ("roc_auc", "ROC AUC")):
         print(f"{label:24s}{pct(r['before'][key]):>12s}{pct(r['after'][key]):>12s}")
