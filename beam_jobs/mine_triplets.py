@@ -103,14 +103,7 @@ def read_dataset(dataset_dir: str) -> dict:
     if not eligible:
         raise ValueError(f"{dataset_dir}: no identity has 2 or more images, so there is no "
                          f"anchor-positive pair to mine")
-    shards = []
-    for entry in manifest.get("shards", []):
-        name = entry if isinstance(entry, str) else (entry.get("file") or entry.get("path"))
-        path = name if "://" in name or os.path.isabs(name) else os.path.join(dataset_dir, name)
-        if not tf.io.gfile.exists(path):
-            raise FileNotFoundError(f"{dataset_dir}/manifest.json lists shard {name!r}, "
-                                    f"which does not exist")
-        shards.append(path)
+    shards = io_utils.listed_shards(dataset_dir, manifest)
     if not shards:
         raise ValueError(f"{dataset_dir}/manifest.json: empty 'shards' list")
     return {"manifest": manifest, "shards": shards, "eligible_labels": eligible,

@@ -52,6 +52,21 @@ def read_manifest(directory: str) -> dict:
     return read_json(path)
 
 
+def listed_shards(directory: str, manifest: dict) -> list:
+    """Full paths of the shard files a manifest lists (only those), each checked to exist.
+
+    Readers go through this so that stray files from an interrupted run are never read.
+    """
+    paths = []
+    for name in manifest.get("shards", []):
+        path = os.path.join(directory, name)
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(f"{directory}/{MANIFEST_NAME} lists shard {name!r}, "
+                                    "which does not exist")
+        paths.append(path)
+    return paths
+
+
 def _json_default(value):
     # NumPy scalars and arrays show up in metrics and counts.
     if hasattr(value, "tolist"):

@@ -24,8 +24,6 @@ with num_negatives > 0, each batch gets that many extra single-image faces appen
 the P x K block, each with its own label) to serve only as negatives.
 """
 
-import os
-
 import numpy as np
 import tensorflow as tf
 
@@ -59,13 +57,7 @@ def load_manifest(dataset_dir: str) -> dict:
 
 def shard_paths(dataset_dir: str, manifest: dict | None = None) -> list:
     """Full paths of the dataset's shards, in manifest order; each must exist."""
-    manifest = manifest or load_manifest(dataset_dir)
-    paths = [os.path.join(dataset_dir, name) for name in manifest["shards"]]
-    for path in paths:
-        if not tf.io.gfile.exists(path):
-            raise FileNotFoundError(f"{dataset_dir}: shard {path} listed in the manifest "
-                                    "does not exist")
-    return paths
+    return io_utils.listed_shards(dataset_dir, manifest or load_manifest(dataset_dir))
 
 
 def _epochs(num_epochs):

@@ -1,7 +1,5 @@
 """tf.data over one mined generation: shards from its manifest -> batches [B, 3, H, W, 3]."""
 
-import os
-
 import tensorflow as tf
 
 from facenet_tf import io_utils
@@ -10,31 +8,13 @@ from facenet_tf.data import augment as aug
 from facenet_tf.data.preprocess import PreprocessConfig, decode_image, preprocess_image
 
 
-def generation_shards(generation_dir: str) -> list[str]:
+def generation_shards(generation_dir: str, manifest: dict | None = None) -> list[str]:
     """The triplet shard paths a complete generation's manifest lists (and only those)."""
-    manifest = io_utils.read_manifest(generation_dir)
-    listed = manifest.get("shards", manifest.get("files"))
-    if not listed:
+    manifest = manifest or io_utils.read_manifest(generation_dir)
+    paths = io_utils.listed_shards(generation_dir, manifest)
+    if not paths:
         raise ValueError(f"{generation_dir}/{io_utils.MANIFEST_NAME}: no 'shards' listed")
-    paths = []
-    for entry in listed:
-        name = entry if isinstance(entry, str) else (entry.get("path") or entry.get("name"))
-        path = name if "://" in name or os.path.isabs(name) else os.path.join(generation_dir, name)
-        if not tf.io.gfile.exists(path):
-            raise FileNotFoundError(f"{generation_dir}: manifest lists shard {name!r}, "
-                                    "which does not exist")
-        paths.append(path)
     return paths
-
-
-def generation_size(generation_dir: str) -> int | None:
-    """Number of triplets the manifest reports, if it does."""
-    manifest = io_utils.read_manifest(generation_dir)
-    for key in ("num_triplets", "triplets"):
-        value = manifest.get(key, manifest.get("counts", {}).get(key))
-        if isinstance(value, int):
-            return value
-    return None
 
 
 def triplet_dataset(generation_dir: str, preprocess: PreprocessConfig, batch_size: int,
@@ -46,8 +26,9 @@ def triplet_dataset(generation_dir: str, preprocess: PreprocessConfig, batch_siz
     a previous run stopped. With `augment`, each image's augmentation seed comes from its
     position in the stream, so resuming reproduces it too.
     """
-    files = generation_shards(generation_dir)
-    if generation_size(generation_dir) == 0:
+    manifest = io_utils.read_manifest(generation_dir)
+    files = generation_shards(generation_dir, manifest)
+    if manifest.get("num_triplets") == 0:
         raise ValueError(f"{generation_dir}: the generation holds no triplets (no anchor-positive "
                          "pair found a negative under the mining rule); nothing to train on")
     ds = tf.data.TFRecordDataset(files)
