@@ -163,15 +163,41 @@ class OnlineTripletLoss(keras.losses.Loss):
                 "seed": self.seed, **self.options}
 
 
+class _BatchStats:
+    """Mines a batch once for every TripletStat that shares it.
+
+    Keras passes the same y_true / y_pred tensors to each metric of one step (one trace in
+    graph mode), so the metrics of `triplet_metrics` reuse one selection per step instead of
+    mining again each.
+    """
+
+    def __init__(self, strategy, alpha, seed, options):
+        self.strategy, self.alpha, self.seed, self.options = strategy, alpha, seed, options
+        self._inputs = None
+        self._stats = None
+
+    def __call__(self, y_true, y_pred):
+        if self._inputs is None or self._inputs[0] is not y_true or self._inputs[1] is not y_pred:
+            labels = _labels_vector(y_true)
+            emb, labels, _ = _global_batch(tf.cast(y_pred, tf.float32), labels)
+            triplets = mining.select_triplets(emb, labels, self.strategy, alpha=self.alpha,
+                                              seed=_batch_seed(self.seed, labels),
+                                              **self.options)
+            self._inputs = (y_true, y_pred)
+            self._stats = triplet_stats(emb, labels, triplets, self.alpha)
+        return self._stats
+
+
 @keras.saving.register_keras_serializable(package="facenet_tf")
 class TripletStat(keras.metrics.Mean):
     """Mean over batches of one `triplet_stats` value for online mining (global batch).
 
-    Pass the same strategy, alpha, seed and options as the loss; the metric mines again (cost:
-    one extra `select_triplets` per batch and metric). Use `triplet_metrics` to get all four.
+    Pass the same strategy, alpha, seed and options as the loss; the metric mines again (one
+    extra `select_triplets` per batch, shared by the metrics `triplet_metrics` returns).
     """
 
-    def __init__(self, stat, strategy="semi_hard", alpha=None, seed=None, name=None, **options):
+    def __init__(self, stat, strategy="semi_hard", alpha=None, seed=None, name=None,
+                 _shared=None, **options):
         if stat not in STAT_NAMES + ("num_pairs",):
             raise ValueError(f"unknown triplet stat {stat!r}; expected one of {STAT_NAMES}")
         super().__init__(name=name or stat)
@@ -181,14 +207,10 @@ class TripletStat(keras.metrics.Mean):
         self.alpha = float(_default_alpha(strategy, alpha))
         self.seed = seed
         self.options = dict(options)
+        self._batch_stats = _shared or _BatchStats(strategy, self.alpha, seed, self.options)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        labels = _labels_vector(y_true)
-        emb, labels, _ = _global_batch(tf.cast(y_pred, tf.float32), labels)
-        triplets = mining.select_triplets(emb, labels, self.strategy, alpha=self.alpha,
-                                          seed=_batch_seed(self.seed, labels), **self.options)
-        value = triplet_stats(emb, labels, triplets, self.alpha)[self.stat]
-        return super().update_state(value)
+        return super().update_state(self._batch_stats(y_true, y_pred)[self.stat])
 
     def get_config(self):
         return {"stat": self.stat, "strategy": self.strategy, "alpha": self.alpha,
@@ -196,5 +218,9 @@ class TripletStat(keras.metrics.Mean):
 
 
 def triplet_metrics(strategy="semi_hard", alpha=None, seed=None, **options):
-    """The four `TripletStat` metrics (num_triplets, fraction_active, mean_d_ap, mean_d_an)."""
-    return [TripletStat(stat, strategy, alpha, seed, **options) for stat in STAT_NAMES]
+    """The four `TripletStat` metrics (num_triplets, fraction_active, mean_d_ap, mean_d_an),
+    sharing one mining of each batch."""
+    mining.resolve_options(strategy, options)
+    shared = _BatchStats(strategy, float(_default_alpha(strategy, alpha)), seed, dict(options))
+    return [TripletStat(stat, strategy, alpha, seed, _shared=shared, **options)
+            for stat in STAT_NAMES]

@@ -194,3 +194,25 @@ def test_losses_serialise_and_reject_bad_options():
         losses.OnlineTripletLoss("semi_hard", hardest_positive=True)
     with pytest.raises(ValueError, match="unknown triplet stat"):
         losses.TripletStat("median_d")
+
+
+def test_the_four_metrics_share_one_mining_per_step(monkeypatch):
+    """triplet_metrics mines each batch once, not once per metric (the loss mines once too)."""
+    import keras
+    import traceback
+    callers = []
+    real = mining.select_triplets
+
+    def counting(*args, **kwargs):
+        callers.append(traceback.extract_stack()[-2].name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mining, "select_triplets", counting)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.UnitNormalization()(keras.layers.Dense(3)(inputs)))
+    model.compile("adam", loss=losses.OnlineTripletLoss("hard"),
+                  metrics=losses.triplet_metrics("hard"))
+    x = np.random.RandomState(0).randn(8, 4).astype("float32")
+    model.fit(x, np.repeat(np.arange(4), 2), batch_size=8, epochs=1, verbose=0)
+    by_loss = callers.count("call")
+    assert by_loss >= 1 and len(callers) == 2 * by_loss, callers
