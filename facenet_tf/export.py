@@ -26,8 +26,6 @@ METADATA_FILE = os.path.join("assets.extra", "facenet_tf.json")
 METADATA_VERSION = 1
 SIGNATURE_BYTES = "serving_default"
 SIGNATURE_PIXELS = "embed"
-# Leading bytes of the formats tf.io.decode_image reads.
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 
 
 def weights_fingerprint(model) -> str:
@@ -42,7 +40,8 @@ def weights_fingerprint(model) -> str:
 
 def _check_decodable(encoded, index):
     head = tf.strings.substr(encoded, 0, 4)
-    ok = tf.reduce_any(tf.stack([tf.strings.substr(head, 0, len(m)) == m for m in _MAGIC]))
+    ok = tf.reduce_any(tf.stack([tf.strings.substr(head, 0, len(m)) == m
+                                 for m in pp.DECODABLE_MAGIC]))
     return tf.debugging.Assert(ok, [
         tf.strings.format("image {} of the request is not a JPEG, PNG, GIF or BMP "
                           "(first bytes {}); send encoded image bytes", (index, head))])

@@ -10,6 +10,8 @@ import json
 import tensorflow as tf
 
 STANDARDIZATIONS = ("fixed", "prewhiten")
+# Leading bytes of the formats decode_image (tf.io.decode_image) reads: JPEG, PNG, GIF, BMP.
+DECODABLE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 
 
 @dataclasses.dataclass(frozen=True)

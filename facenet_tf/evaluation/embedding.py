@@ -11,15 +11,12 @@ from facenet_tf.data import images as image_utils
 from facenet_tf.data import preprocess as pp
 from facenet_tf.data.pairs import IMAGE_EXTENSIONS
 
-# Leading bytes of the formats tf.io.decode_image reads; anything else goes through Pillow.
-_TF_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
-
 
 def read_encoded(path: str) -> bytes:
     """A file's bytes in a format TF decodes (PGM, TIFF, ... converted to PNG with Pillow)."""
     with tf.io.gfile.GFile(path, "rb") as f:
         data = f.read()
-    if data.startswith(_TF_MAGIC):
+    if data.startswith(pp.DECODABLE_MAGIC):
         return data
     try:
         return image_utils.normalize_image(data).encoded
