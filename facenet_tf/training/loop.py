@@ -175,13 +175,15 @@ def train(config: TrainConfig, embedder_fn=None, strategy=None) -> dict:
                              checkpointer.checkpoint, writer)
     meta = {"model": config.model, "mining": config.mining, "alpha": config.alpha}
 
-    def evaluate_now():
+    def evaluate_now(export_path=None):
+        """Evaluates the current weights once per step, through `export_path` if it already
+        holds them, otherwise through an export made for this step."""
         if not (chief and evaluator.enabled):
             return None
         if state.evals and state.evals[-1]["step"] == state.step:
             return state.evals[-1]
-        return evaluator.evaluate(_export_at(embedder, model_dir, preprocess, state.step, meta),
-                                  state)
+        return evaluator.evaluate(
+            export_path or _export_at(embedder, model_dir, preprocess, state.step, meta), state)
 
     if state.step == 0 and evaluator.enabled and chief and not state.evals:
         evaluate_now()  # the untrained baseline
@@ -198,7 +200,7 @@ def train(config: TrainConfig, embedder_fn=None, strategy=None) -> dict:
     final_eval = None
     if chief:
         export_embedder(embedder, final_dir, preprocess, state.step, meta)
-        final_eval = evaluate_now()
+        final_eval = evaluate_now(final_dir)
         checkpointer.save(state)
     if writer is not None:
         writer.close()
