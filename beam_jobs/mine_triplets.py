@@ -183,8 +183,14 @@ def build_pipeline(pipeline, config: MiningConfig, shard_paths, subsets, model_t
               | "WriteShards" >> beam.ParDo(mt.WriteShard(
                   tmp_dir, config.num_shards, model_tag, config.strategy, config.alpha,
                   config.generation)))
+    image_shards = (embedded.embeddings
+                    | "ByImageShard" >> beam.FlatMap(mt.by_image_shard, config.num_shards)
+                    | "GroupImageShards" >> beam.GroupByKey()
+                    | "WriteImageShards" >> beam.ParDo(mt.WriteImageShard(
+                        tmp_dir, config.num_shards)))
     bad = (parsed[mt.BAD], joined[mt.BAD], embedded[mt.BAD]) | "AllBad" >> beam.Flatten()
-    for name, pcoll in (("shards", shards), ("stats", mined[mt.STATS]), ("bad", bad)):
+    for name, pcoll in (("shards", shards), ("image_shards", image_shards),
+                        ("stats", mined[mt.STATS]), ("bad", bad)):
         (pcoll
          | f"Collect_{name}" >> beam.combiners.ToList()
          | f"Save_{name}" >> beam.Map(mt.write_json, os.path.join(tmp_dir, f"{name}.json")))
@@ -208,6 +214,23 @@ def _query_counters(result) -> dict:
         return totals
     except Exception:  # some runners do not report metrics; the manifest has the counts
         return {}
+
+
+def _publish_shards(tmp_dir, output_dir, prefix, num_shards, written, count_key):
+    """Moves the shards the pipeline wrote (an empty file for a shard that got nothing) from
+    tmp_dir into output_dir; returns their names and record counts."""
+    info = {d["index"]: d for d in written}
+    names, counts = [], []
+    for i in range(num_shards):
+        name = records.shard_name(prefix, i, num_shards)
+        src = os.path.join(tmp_dir, name)
+        if i not in info:
+            with tf.io.TFRecordWriter(src):
+                pass
+        tf.io.gfile.rename(src, os.path.join(output_dir, name), overwrite=True)
+        names.append(name)
+        counts.append(info[i][count_key] if i in info else 0)
+    return names, counts
 
 
 def mine_triplets(config: MiningConfig, pipeline_options=None, run_info: dict | None = None):
@@ -252,19 +275,14 @@ def mine_triplets(config: MiningConfig, pipeline_options=None, run_info: dict | 
     log.info("mine_triplets: pipeline done in %.1f s; counters %s", time.time() - started,
              counters)
 
-    shard_info = {d["index"]: d for d in io_utils.read_json(os.path.join(tmp_dir, "shards.json"))}
     stats = io_utils.read_json(os.path.join(tmp_dir, "stats.json"))
     bad = io_utils.read_json(os.path.join(tmp_dir, "bad.json"))
-    shard_names, shard_counts = [], []
-    for i in range(config.num_shards):
-        name = records.shard_name(records.TRIPLET_SHARD_PREFIX, i, config.num_shards)
-        src = os.path.join(tmp_dir, name)
-        if i not in shard_info:
-            with tf.io.TFRecordWriter(src):
-                pass
-        tf.io.gfile.rename(src, os.path.join(config.output_dir, name), overwrite=True)
-        shard_names.append(name)
-        shard_counts.append(shard_info[i]["num_triplets"] if i in shard_info else 0)
+    shard_names, shard_counts = _publish_shards(
+        tmp_dir, config.output_dir, records.TRIPLET_SHARD_PREFIX, config.num_shards,
+        io_utils.read_json(os.path.join(tmp_dir, "shards.json")), "num_triplets")
+    image_shard_names, image_counts = _publish_shards(
+        tmp_dir, config.output_dir, records.IMAGE_SHARD_PREFIX, config.num_shards,
+        io_utils.read_json(os.path.join(tmp_dir, "image_shards.json")), "num_images")
     tf.io.gfile.rmtree(tmp_dir)
     log.info("mine_triplets: published %d shards to %s", len(shard_names), config.output_dir)
 
@@ -304,6 +322,9 @@ def mine_triplets(config: MiningConfig, pipeline_options=None, run_info: dict | 
         "bad_records": bad,
         "shards": shard_names,
         "triplets_per_shard": shard_counts,
+        "image_shards": image_shard_names,
+        "images_per_image_shard": image_counts,
+        "num_images_stored": sum(image_counts),
         "counters": counters,
         "elapsed_seconds": round(time.time() - started, 3),
         "run_info": run_info if run_info is not None else runinfo.collect(
@@ -328,7 +349,7 @@ def _define_flags():
     flags.DEFINE_string("model", None, "Embedding model: a SavedModel written by "
                         "facenet_tf.export (including the converted pretrained model) or a "
                         ".keras checkpoint.")
-    flags.DEFINE_string("output_dir", None, "Generation directory to write (triplets-*.tfrecord "
+    flags.DEFINE_string("output_dir", None, "Generation directory to write (triplets-*.tfrecord, images-*.tfrecord "
                         "+ manifest.json, written last); must not hold a complete generation.")
     flags.DEFINE_enum("strategy", "semi_hard", list(STRATEGIES), "Triplet selection rule "
                       "(facenet_tf.mining.select_triplets, the same code as online mining).")

@@ -234,10 +234,17 @@ def _op_message(error) -> str:
 
 
 def by_subset(element):
-    """(record, memberships, embedding) -> (subset, (record, mining_label, embedding)) each."""
+    """(record, memberships, embedding) -> (subset, (image_id, label, mining_label, embedding))
+    for each subset; the encoded image is left out (the image shards store it once)."""
     record, memberships, embedding = element
     for subset, mining_label in memberships:
-        yield subset, (record, mining_label, embedding)
+        yield subset, (record.image_id, record.label, mining_label, embedding)
+
+
+def by_image_shard(element, num_shards: int):
+    """(record, memberships, embedding) -> (image shard, record)."""
+    record = element[0]
+    yield stable_hash("image", record.image_id) % num_shards, record
 
 
 def pair_statistics(distances: np.ndarray, labels: np.ndarray, alpha: float):
@@ -263,14 +270,13 @@ def pair_statistics(distances: np.ndarray, labels: np.ndarray, alpha: float):
     return pairs, with_semi_hard
 
 
+@beam.typehints.with_output_types(tuple[int, list])  # main output (not the tagged stats)
 class MineSubset(beam.DoFn):
     """Mines one subset's triplets with facenet_tf.mining.select_triplets.
 
-    Main output, per shard that gets some of the subset's triplets: (shard, (records, rows))
-    with each image record those rows use once (not three encoded images per triplet, which
-    is what makes the shuffle to the writers cheap) and rows of
-    (sort key, anchor id, positive id, negative id, d_ap, d_an). Tagged STATS output: the
-    subset's counts and distance sums for the manifest.
+    Main output, per shard that gets some of the subset's triplets: (shard, rows), rows of
+    ((sort key, subset, anchor id, positive id, negative id), (labels), d_ap, d_an). Tagged
+    STATS output: the subset's counts and distance sums for the manifest.
     """
 
     def __init__(self, strategy: str, alpha: float, seed: int, num_shards: int,
@@ -289,10 +295,11 @@ class MineSubset(beam.DoFn):
         from facenet_tf import mining
         started = time.perf_counter()
         subset, items = element
-        items = sorted(items, key=lambda item: (item[0].image_id, item[1]))
-        recs = [item[0] for item in items]
-        labels = np.array([item[1] for item in items], np.int32)
-        embeddings = np.stack([item[2] for item in items]).astype(np.float32)
+        items = sorted(items, key=lambda item: (item[0], item[2]))
+        ids = [item[0] for item in items]
+        identity = [int(item[1]) for item in items]
+        labels = np.array([item[2] for item in items], np.int32)
+        embeddings = np.stack([item[3] for item in items]).astype(np.float32)
         distances = mining.pairwise_squared_distances(tf.constant(embeddings)).numpy()
         pairs, with_semi_hard = pair_statistics(distances, labels, self._alpha)
         triplets = np.zeros((0, 3), np.int32)
@@ -301,65 +308,89 @@ class MineSubset(beam.DoFn):
                 tf.constant(embeddings), tf.constant(labels), self._strategy, alpha=self._alpha,
                 seed=derive_seed(self._seed, "subset", subset), **self._options)
             triplets = np.asarray(triplets, np.int64).reshape(-1, 3)
-        sum_ap = sum_an = 0.0
+        d_ap = distances[triplets[:, 0], triplets[:, 1]].astype(float)
+        d_an = distances[triplets[:, 0], triplets[:, 2]].astype(float)
         per_shard = {}
-        for a, p, n in triplets:
-            d_ap, d_an = float(distances[a, p]), float(distances[a, n])
-            sum_ap += d_ap
-            sum_an += d_an
-            ids = (recs[a].image_id, recs[p].image_id, recs[n].image_id)
-            key = stable_hash(self._seed, subset, *ids)
-            used, rows = per_shard.setdefault(key % self._num_shards, ({}, []))
-            for i in (a, p, n):
-                used[recs[i].image_id] = recs[i]
-            rows.append(((key, subset) + ids, d_ap, d_an))
+        for (a, p, n), ap, an in zip(triplets.tolist(), d_ap.tolist(), d_an.tolist()):
+            key = stable_hash(self._seed, subset, ids[a], ids[p], ids[n])
+            per_shard.setdefault(key % self._num_shards, []).append(
+                ((key, subset, ids[a], ids[p], ids[n]), (identity[a], identity[p], identity[n]),
+                 ap, an))
         self._mine_ms.inc(_ms_since(started))
-        for shard, (used, rows) in sorted(per_shard.items()):
-            yield shard, (sorted(used.values(), key=lambda r: r.image_id), rows)
+        for shard, rows in sorted(per_shard.items()):
+            yield shard, rows
         self._mined.inc()
         self._triplets.inc(len(triplets))
         yield beam.pvalue.TaggedOutput(STATS, {
-            "subset": subset, "images": len(recs),
+            "subset": subset, "images": len(ids),
             "identities": len({int(l) for l in labels if l >= 0}),
             "anchor_positive_pairs": pairs, "pairs_with_semi_hard_negative": with_semi_hard,
-            "triplets": len(triplets), "sum_d_ap": sum_ap, "sum_d_an": sum_an})
+            "triplets": len(triplets), "sum_d_ap": float(d_ap.sum()),
+            "sum_d_an": float(d_an.sum())})
 
 
-class WriteShard(beam.DoFn):
-    """Writes one shard's triplet records (from MineSubset's packs), sorted by their key."""
+class _ShardWriter(beam.DoFn):
+    """Writes an element (shard, items) as one TFRecord shard of the generation."""
 
-    def __init__(self, directory: str, num_shards: int, model_tag: str, strategy: str,
-                 alpha: float, generation: int):
+    prefix = count_key = counter_name = ""
+
+    def __init__(self, directory: str, num_shards: int):
         self._directory = directory
         self._num_shards = num_shards
-        self._model_tag = model_tag
-        self._strategy = strategy
-        self._alpha = alpha
-        self._generation = generation
-        self._written = beam.metrics.Metrics.counter(NAMESPACE, "triplets_written")
+        self._written = beam.metrics.Metrics.counter(NAMESPACE, self.counter_name)
         self._write_ms = beam.metrics.Metrics.counter(NAMESPACE, WRITE_MS)
+
+    def serialized(self, items):
+        """The shard's serialized records, in their deterministic order."""
+        raise NotImplementedError
 
     def process(self, element):
         import tensorflow as tf
         started = time.perf_counter()
-        shard, packs = element
-        rows, image = [], {}
-        for used, pack_rows in packs:
-            image.update((r.image_id, r) for r in used)
-            rows.extend(pack_rows)
-        rows.sort()
-        name = records.shard_name(records.TRIPLET_SHARD_PREFIX, shard, self._num_shards)
+        shard, items = element
+        name = records.shard_name(self.prefix, shard, self._num_shards)
+        count = 0
         with tf.io.TFRecordWriter(os.path.join(self._directory, name)) as writer:
-            for (_, _, a, p, n), d_ap, d_an in rows:
-                info = records.MiningInfo(model=self._model_tag, strategy=self._strategy,
-                                          alpha=float(self._alpha), generation=self._generation,
-                                          d_ap=d_ap, d_an=d_an)
-                example = records.triplet_example(image[a], image[p], image[n], info)
-                writer.write(example.SerializeToString(deterministic=True))
-        self._written.inc(len(rows))
+            for record in self.serialized(items):
+                writer.write(record)
+                count += 1
+        self._written.inc(count)
         self._write_ms.inc(_ms_since(started))
-        logging.info("mine_triplets: wrote %s (%d triplets)", name, len(rows))
-        yield {"file": name, "index": shard, "num_triplets": len(rows)}
+        logging.info("mine_triplets: wrote %s (%d records)", name, count)
+        yield {"file": name, "index": shard, self.count_key: count}
+
+
+class WriteShard(_ShardWriter):
+    """Writes one shard's triplet records (from MineSubset's rows), sorted by their key."""
+
+    prefix, count_key, counter_name = records.TRIPLET_SHARD_PREFIX, "num_triplets", \
+        "triplets_written"
+
+    def __init__(self, directory: str, num_shards: int, model_tag: str, strategy: str,
+                 alpha: float, generation: int):
+        super().__init__(directory, num_shards)
+        self._model_tag = model_tag
+        self._strategy = strategy
+        self._alpha = alpha
+        self._generation = generation
+
+    def serialized(self, packs):
+        for (_, _, a, p, n), labels, d_ap, d_an in sorted(row for pack in packs for row in pack):
+            info = records.MiningInfo(model=self._model_tag, strategy=self._strategy,
+                                      alpha=float(self._alpha), generation=self._generation,
+                                      d_ap=d_ap, d_an=d_an)
+            example = records.triplet_example_from_ids(list(zip((a, p, n), labels)), info)
+            yield example.SerializeToString(deterministic=True)
+
+
+class WriteImageShard(_ShardWriter):
+    """Writes one of the generation's image shards: each embedded image once, sorted by id."""
+
+    prefix, count_key, counter_name = records.IMAGE_SHARD_PREFIX, "num_images", "images_written"
+
+    def serialized(self, recs):
+        for rec in sorted(recs, key=lambda r: r.image_id):
+            yield records.image_example(rec).SerializeToString(deterministic=True)
 
 
 def write_json(items, path: str):

@@ -22,20 +22,24 @@ def _write_generation(directory, num_triplets, size=(112, 92), seed=0):
     rng = np.random.RandomState(seed)
     os.makedirs(directory, exist_ok=True)
     names = [records.shard_name(records.TRIPLET_SHARD_PREFIX, i, 2) for i in range(2)]
+    image_names = [records.shard_name(records.IMAGE_SHARD_PREFIX, 0, 1)]
     writers = [tf.io.TFRecordWriter(os.path.join(directory, n)) for n in names]
     info = records.MiningInfo("bench", "semi_hard", 0.2, 0, 0.0, 0.0)
-    for t in range(num_triplets):
-        recs = []
-        for r in range(3):
-            small = rng.randint(0, 256, (size[0] // 8, size[1] // 8, 3)).astype(np.float32)
-            img = tf.image.resize(small, size).numpy().astype(np.uint8)
-            recs.append(records.ImageRecord(tf.io.encode_png(img).numpy(), "png", t, "x",
-                                            f"x/{t}_{r}", size[0], size[1]))
-        writers[t % 2].write(records.triplet_example(*recs, info).SerializeToString())
+    with tf.io.TFRecordWriter(os.path.join(directory, image_names[0])) as image_writer:
+        for t in range(num_triplets):
+            recs = []
+            for r in range(3):
+                small = rng.randint(0, 256, (size[0] // 8, size[1] // 8, 3)).astype(np.float32)
+                img = tf.image.resize(small, size).numpy().astype(np.uint8)
+                recs.append(records.ImageRecord(tf.io.encode_png(img).numpy(), "png", t, "x",
+                                                f"x/{t}_{r}", size[0], size[1]))
+                image_writer.write(records.image_example(recs[-1]).SerializeToString())
+            writers[t % 2].write(records.triplet_example(*recs, info).SerializeToString())
     for w in writers:
         w.close()
     io_utils.write_json_atomic(os.path.join(directory, io_utils.MANIFEST_NAME),
-                               {"shards": names, "num_triplets": num_triplets})
+                               {"shards": names, "image_shards": image_names,
+                                "num_triplets": num_triplets})
 
 
 def _timed_fit(model, data, steps, **fit_kw):

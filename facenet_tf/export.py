@@ -48,19 +48,33 @@ def _check_decodable(encoded, index):
 
 
 class _ExportModule(tf.Module):
-    """The exported object: the Keras model plus preprocessing-in-graph signatures."""
+    """The exported object: preprocessing-in-graph signatures over the embedding network.
 
-    def __init__(self, model, preprocess: pp.PreprocessConfig, metadata: dict):
+    optimize=True serves the network with batch norm folded and weights frozen into the graph
+    (facenet_tf.models.inference; no variables are saved); False serves the Keras model itself.
+    """
+
+    def __init__(self, model, preprocess: pp.PreprocessConfig, metadata: dict, optimize: bool,
+                 xla_max_batch: int):
         super().__init__(name="facenet_tf_export")
-        self.model = model
         self.metadata_json = tf.Variable(json.dumps(metadata, sort_keys=True), trainable=False,
                                          name="metadata_json")
         h, w = preprocess.image_size
+        if optimize:
+            from facenet_tf.models.inference import inference_function
+            embed = inference_function(model, (h, w), xla_max_batch)
+        else:
+            self.model = model
+
+            @tf.function(input_signature=[tf.TensorSpec([None, h, w, 3], tf.float32,
+                                                        name="pixels")])
+            def embed(pixels):
+                out = self.model(pixels, training=False)
+                return tf.math.l2_normalize(tf.cast(out, tf.float32), axis=-1)
 
         @tf.function(input_signature=[tf.TensorSpec([None, h, w, 3], tf.float32, name="pixels")])
-        def embed(pixels):
-            out = self.model(pixels, training=False)
-            return {"embeddings": tf.math.l2_normalize(tf.cast(out, tf.float32), axis=-1)}
+        def embed_signature(pixels):
+            return {"embeddings": embed(pixels)}
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
         def serve_bytes(images):
@@ -72,14 +86,14 @@ class _ExportModule(tf.Module):
             n = tf.shape(images)[0]
             pixels = tf.map_fn(one, (images, tf.range(n)),
                                fn_output_signature=tf.TensorSpec([h, w, 3], tf.float32))
-            return embed(pixels)
+            return embed_signature(pixels)
 
-        self.embed = embed
+        self.embed = embed_signature
         self.serve_bytes = serve_bytes
         # The tf.Variables the traced graphs read (not the Keras wrappers): tracked explicitly
         # so TF1-style loaders (saved_model_cli, TF Serving) restore them too.
         used = {}
-        for fn in (embed, serve_bytes):
+        for fn in (embed_signature, serve_bytes):
             for v in fn.get_concrete_function().variables:
                 used.setdefault(id(v), v)
         self.graph_variables = list(used.values())
@@ -97,10 +111,19 @@ def _model_image_size(model):
 
 def export_saved_model(model, export_dir: str, preprocess: pp.PreprocessConfig, *,
                        step: int | None = None, threshold: float | None = None,
-                       extra_metadata: dict | None = None) -> str:
+                       extra_metadata: dict | None = None, optimize: bool = True,
+                       xla_max_batch: int | None = None) -> str:
     """Writes `model` as a SavedModel at `export_dir` (replacing an older export) and returns
     the path. Written to a temporary sibling directory and renamed into place, so a reader never
-    sees a half-written export."""
+    sees a half-written export.
+
+    optimize=True (default) serves a batch-norm-folded graph with the weights as constants, XLA
+    compiled for batches up to `xla_max_batch` (facenet_tf.models.inference); the Keras model
+    itself is not saved (keep the .keras file or checkpoint for training). False saves the model
+    as is, with its variables.
+    """
+    from facenet_tf.models.inference import XLA_MAX_BATCH
+    xla_max_batch = XLA_MAX_BATCH if xla_max_batch is None else int(xla_max_batch)
     mh, mw = _model_image_size(model)
     if (mh, mw) != (None, None) and (mh, mw) != tuple(preprocess.image_size):
         raise ValueError(f"preprocess image_size {preprocess.image_size} does not match the "
@@ -117,6 +140,9 @@ def export_saved_model(model, export_dir: str, preprocess: pp.PreprocessConfig, 
         "model_name": model.name,
         "signatures": {SIGNATURE_BYTES: "images: string [batch] -> embeddings",
                        SIGNATURE_PIXELS: "pixels: float32 [batch, h, w, 3] -> embeddings"},
+        "serving_graph": ({"batch_norm_folded": True, "weights": "constants",
+                           "xla_max_batch": xla_max_batch} if optimize
+                          else {"batch_norm_folded": False, "weights": "variables"}),
         "run_info": runinfo.collect(),
     }
     for key, value in (extra_metadata or {}).items():
@@ -130,7 +156,7 @@ def export_saved_model(model, export_dir: str, preprocess: pp.PreprocessConfig, 
     if parent:
         tf.io.gfile.makedirs(parent)
     tmp = f"{export_dir}.tmp-{uuid.uuid4().hex}"
-    module = _ExportModule(model, preprocess, metadata)
+    module = _ExportModule(model, preprocess, metadata, optimize, xla_max_batch)
     try:
         tf.saved_model.save(module, tmp, signatures={
             SIGNATURE_BYTES: module.serve_bytes, SIGNATURE_PIXELS: module.embed})
@@ -237,8 +263,8 @@ def _load_keras(path: str, preprocess: pp.PreprocessConfig | None) -> Embedder:
         if h is None or w is None:
             raise ValueError(f"{path}: the model has no fixed input size; pass a PreprocessConfig")
         preprocess = pp.PreprocessConfig(image_size=(h, w), standardization="fixed")
-    fn = tf.function(lambda x: tf.math.l2_normalize(
-        tf.cast(model(x, training=False), tf.float32), axis=-1))
+    from facenet_tf.models.inference import inference_function
+    fn = inference_function(model, preprocess.image_size)
     metadata = {"format_version": METADATA_VERSION, "input_size": list(preprocess.image_size),
                 "preprocess": preprocess.to_dict(), "embedding_dim": int(model.output_shape[-1]),
                 "step": None, "threshold": None, "fingerprint": weights_fingerprint(model),
@@ -293,7 +319,8 @@ def main(argv):
                              step=step if f.step is None else f.step,
                              threshold=threshold if f.threshold is None else f.threshold,
                              extra_metadata={"checkpoint": f.checkpoint,
-                                             "export_flags": runinfo.absl_flag_values()})
+                                             "export_flags": runinfo.absl_flag_values()},
+                             optimize=f.optimize, xla_max_batch=f.xla_max_batch)
     logging.info("exported %s to %s", f.checkpoint, out)
     print(out)
 
@@ -313,6 +340,12 @@ def _define_flags():
     flags.DEFINE_float("threshold", None, "Recommended squared-L2 verification threshold "
                        "(default: the run's best evaluation's, for a trainer checkpoint).")
     flags.DEFINE_integer("step", None, "Training step of the checkpoint.")
+    flags.DEFINE_bool("optimize", True, "Serve a graph with batch norm folded into the "
+                      "convolutions and the weights as constants (no variables saved); "
+                      "--nooptimize saves the Keras model with its variables.")
+    flags.DEFINE_integer("xla_max_batch", None, "With --optimize, batches up to this size run "
+                         "an XLA-compiled graph (0: never; default "
+                         "facenet_tf.models.inference.XLA_MAX_BATCH).")
 
 
 if __name__ == "__main__":

@@ -234,33 +234,100 @@ def select_triplets(embeddings, labels, strategy, alpha=0.2, seed=None, **option
     if strategy == "all":
         return _all_triplets(d, is_neg, a, p, d_margin, n)
 
-    lower = tf.sort(on_grid(d_ap, inf), axis=1)
-    upper = None if strategy == "tfa_semi_hard" else lower + alpha
     random_choice = strategy == "semi_hard" and opts["choose"] == "random"
     seed = _seed_pair(seed)
-    buckets = _Buckets(d, is_neg, lower, upper, seed + 1 if random_choice else None)
-    # Per-pair values on the grid. First bucket above d(a,p): bucket_of(x) for x just above it.
-    lo = buckets.bucket_of(on_grid(d_ap, inf), "right", "right")
-    beyond_first = buckets.first_nonempty(lo)
-    has_beyond = off_grid(beyond_first) < buckets.num_buckets
-    if strategy == "tfa_semi_hard":
-        hardest_beyond = off_grid(buckets.hardest_in(beyond_first))
-        farthest = tf.gather(_first_argmax(d, is_neg), a)
-        return _stack(a, p, tf.where(has_beyond, hardest_beyond, farthest))
 
-    # semi_hard. Last bucket below d(a,p) + alpha: bucket_of(x) for x just below it.
-    hi = buckets.bucket_of(on_grid(d_margin, inf), "left", "left")
-    band = buckets.count_between(lo, hi)
-    keep = off_grid(band) > 0
-    fallback = opts["fallback"] == "hardest_beyond"
-    # The first non-empty bucket above d(a,p) is in the band whenever the band is not empty.
-    hardest = off_grid(buckets.hardest_in(beyond_first)) if fallback or not random_choice \
-        else None
-    chosen = off_grid(buckets.random_in_band(lo, band, seed)) if random_choice else hardest
-    if fallback:
-        chosen = tf.where(keep, chosen, hardest)
-        keep = keep | has_beyond
+    def by_buckets():
+        lower = tf.sort(on_grid(d_ap, inf), axis=1)
+        upper = None if strategy == "tfa_semi_hard" else lower + alpha
+        buckets = _Buckets(d, is_neg, lower, upper, seed + 1 if random_choice else None)
+        # Per-pair values on the grid. First bucket above d(a,p): bucket_of(x) for x just
+        # above it.
+        lo = buckets.bucket_of(on_grid(d_ap, inf), "right", "right")
+        beyond_first = buckets.first_nonempty(lo)
+        has_beyond = off_grid(beyond_first) < buckets.num_buckets
+        if strategy == "tfa_semi_hard":
+            hardest_beyond = off_grid(buckets.hardest_in(beyond_first))
+            farthest = tf.gather(_first_argmax(d, is_neg), a)
+            return tf.where(has_beyond, hardest_beyond, farthest), tf.ones_like(has_beyond)
+
+        # semi_hard. Last bucket below d(a,p) + alpha: bucket_of(x) for x just below it.
+        hi = buckets.bucket_of(on_grid(d_margin, inf), "left", "left")
+        band = buckets.count_between(lo, hi)
+        keep = off_grid(band) > 0
+        fallback = opts["fallback"] == "hardest_beyond"
+        # The first non-empty bucket above d(a,p) is in the band whenever the band is not
+        # empty.
+        hardest = off_grid(buckets.hardest_in(beyond_first)) if fallback or not random_choice \
+            else None
+        chosen = off_grid(buckets.random_in_band(lo, band, seed)) if random_choice else hardest
+        if fallback:
+            chosen = tf.where(keep, chosen, hardest)
+            keep = keep | has_beyond
+        return chosen, keep
+
+    if strategy == "semi_hard" and opts["fallback"] == "skip":
+        join = _BandJoin(d, is_neg, a, d_ap, d_margin, per_anchor)
+        chosen, keep = tf.cond(
+            join.size <= _join_budget(n),
+            lambda: join.choose(tf.random.stateless_uniform(
+                [join.size], seed=seed + 1, minval=None, maxval=None, dtype=tf.int32)
+                if random_choice else None),
+            by_buckets)
+    else:
+        chosen, keep = by_buckets()
     return tf.boolean_mask(_stack(a, p, chosen), keep)
+
+
+def _join_budget(n):
+    """Largest (pair, candidate) join the semi-hard fast path builds: N^2 elements."""
+    return tf.maximum(n * n, 1 << 16)
+
+
+class _BandJoin:
+    """Semi-hard selection by joining each pair with its anchor's candidate negatives.
+
+    Candidates of anchor a: negatives with min d(a,p) < d(a,n) < max d(a,p) + alpha over its
+    pairs (any negative in some band of a is one). Mid-training they are a small fraction of
+    N^2, so checking every (pair, candidate of its anchor) against the pair's band is cheaper
+    than bucketing all N^2 negatives; `size` is that join's element count.
+    """
+
+    def __init__(self, d, is_neg, a, d_ap, d_margin, per_anchor):
+        n = tf.shape(d)[0]
+        lo = tf.math.unsorted_segment_min(d_ap, a, n)  # +max float for anchors without pairs
+        hi = tf.math.unsorted_segment_max(d_margin, a, n)  # lowest float for those
+        self._d = d
+        self._is_cand = is_neg & (d > lo[:, None]) & (d < hi[:, None])
+        per_row = tf.reduce_sum(tf.cast(self._is_cand, tf.int32), axis=1)
+        self.size = tf.reduce_sum(per_row * per_anchor)
+        self._per_anchor = per_anchor
+        self._d_ap, self._d_margin = d_ap, d_margin
+
+    def choose(self, random_bits=None):
+        """(negative, found) per pair: uniform over the band with `random_bits` (one int32 per
+        join element), else the hardest (smallest d(a,n), then lowest index)."""
+        cand = tf.cast(tf.where(self._is_cand), tf.int32)
+        cand_a = cand[:, 0]
+        width = tf.gather(self._per_anchor, cand_a)  # pairs of each candidate's anchor
+        first_pair = tf.gather(tf.cumsum(self._per_anchor, exclusive=True), cand_a)
+        which = tf.repeat(tf.range(tf.shape(width)[0]), width)
+        offset = tf.range(self.size) - tf.gather(tf.cumsum(width, exclusive=True), which)
+        pair = tf.gather(first_pair, which) + offset
+        d_an = tf.gather(tf.gather_nd(self._d, cand), which)
+        neg = tf.cast(tf.gather(cand[:, 1], which), tf.int64)
+        in_band = (tf.gather(self._d_ap, pair) < d_an) & (d_an < tf.gather(self._d_margin, pair))
+        num_pairs = tf.shape(self._d_ap)[0]
+        found = tf.math.unsorted_segment_max(tf.cast(in_band, tf.int32), pair, num_pairs) > 0
+        if random_bits is None:  # smallest (distance, index) key wins
+            keys = tf.bitwise.left_shift(tf.cast(_float_order(d_an), tf.int64), 32) | neg
+            best = tf.math.unsorted_segment_min(tf.where(in_band, keys, tf.int64.max), pair,
+                                                num_pairs)
+        else:  # largest random key wins: uniform over the band
+            keys = tf.bitwise.left_shift(tf.cast(random_bits, tf.int64), 32) | neg
+            best = tf.math.unsorted_segment_max(tf.where(in_band, keys, tf.int64.min), pair,
+                                                num_pairs)
+        return _low_column(best), found
 
 
 class _Buckets:

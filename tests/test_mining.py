@@ -48,6 +48,15 @@ def make_case(i):
 CASES = [make_case(i) for i in range(NUM_CASES)]
 
 
+@pytest.fixture(params=["join", "buckets"])
+def semi_hard_path(request, monkeypatch):
+    """Runs a semi_hard test through both implementations: the (pair, candidate) join that
+    small and mid-training batches take, and the bucketing that dense batches take."""
+    if request.param == "buckets":
+        monkeypatch.setattr(mining, "_join_budget", lambda n: -1)
+    return request.param
+
+
 def as_list(triplets):
     t = np.asarray(triplets)
     assert t.dtype == np.int32 and t.ndim == 2 and t.shape[1] == 3
@@ -103,7 +112,7 @@ def test_pairwise_distances_float16_input_gives_float32():
 # ----------------------------------------------------------------------------- deterministic strategies
 
 @pytest.mark.parametrize("fallback", ["skip", "hardest_beyond"])
-def test_semi_hard_hardest_matches_oracle(fallback):
+def test_semi_hard_hardest_matches_oracle(fallback, semi_hard_path):
     for emb, labels, alpha in CASES:
         d = oracle_distances(emb.tolist())
         got = mining.select_triplets(emb, labels, "semi_hard", alpha=alpha, choose="hardest",
@@ -148,7 +157,7 @@ def test_tfa_semi_hard_angular_matches_oracle():
         assert as_list(got) == oracle_tfa(d, labels.tolist())
 
 
-def test_hand_computed_semi_hard_and_hard():
+def test_hand_computed_semi_hard_and_hard(semi_hard_path):
     # 1-D: anchor 0 at 0, positive 1 at 1 (d_ap = 1); negatives at 0.5 (d = 0.25, hard),
     # 1.1 (d = 1.21, in the band (1, 1.5) for alpha = 0.5) and 3 (d = 9, easy).
     emb = np.array([[0.0], [1.0], [0.5], [1.1], [3.0]], np.float32)
@@ -163,7 +172,7 @@ def test_hand_computed_semi_hard_and_hard():
 
 # ----------------------------------------------------------------------------- random strategies
 
-def test_semi_hard_random_picks_inside_band_for_exactly_the_band_pairs():
+def test_semi_hard_random_picks_inside_band_for_exactly_the_band_pairs(semi_hard_path):
     for emb, labels, alpha in CASES:
         d = oracle_distances(emb.tolist())
         lab = labels.tolist()
@@ -199,7 +208,7 @@ def test_random_strategy_valid_candidates():
 
 
 @pytest.mark.parametrize("strategy", ["semi_hard", "random"])
-def test_random_strategies_deterministic_per_seed_and_vary_with_seed(strategy):
+def test_random_strategies_deterministic_per_seed_and_vary_with_seed(strategy, semi_hard_path):
     rng = np.random.RandomState(0)
     labels = np.repeat(np.arange(6), 5)
     emb = (rng.randn(30, 4) * 0.3).astype(np.float32)
@@ -213,7 +222,7 @@ def test_random_strategies_deterministic_per_seed_and_vary_with_seed(strategy):
 
 
 @pytest.mark.parametrize("strategy,alpha", [("random", 0.2), ("semi_hard", 10.0)])
-def test_random_choices_are_roughly_uniform(strategy, alpha):
+def test_random_choices_are_roughly_uniform(strategy, alpha, semi_hard_path):
     # Anchor 0 and positive 1 at the origin's neighbourhood; 4 negatives all in the band.
     emb = np.array([[0.0], [0.5], [1.0], [1.5], [2.0], [2.5]], np.float32)
     labels = np.array([0, 0, 1, 2, 3, 4])
@@ -228,7 +237,7 @@ def test_random_choices_are_roughly_uniform(strategy, alpha):
     assert np.all(counts[2:] > 200 * 0.25 * 0.6), counts
 
 
-def test_larger_batches_match_oracles():
+def test_larger_batches_match_oracles(semi_hard_path):
     # Many positives per anchor (many band edges), continuous distances, unequal identity sizes.
     for i in range(3):
         rng = np.random.RandomState(50 + i)
@@ -273,7 +282,7 @@ def band_frequency_test(emb, labels, alpha, seeds):
     return stat, dof
 
 
-def test_semi_hard_random_is_uniform_within_each_band():
+def test_semi_hard_random_is_uniform_within_each_band(semi_hard_path):
     # 2-D grid points (exact distances, many ties on band edges), 4 identities x 5, wide bands:
     # every pair's band member must come up about seeds / |band| times.
     rng = np.random.RandomState(7)
@@ -288,7 +297,7 @@ def test_semi_hard_random_is_uniform_within_each_band():
 
 # ----------------------------------------------------------------------------- API behaviour
 
-def test_inside_tf_function_with_dynamic_shapes_matches_eager():
+def test_inside_tf_function_with_dynamic_shapes_matches_eager(semi_hard_path):
     spec = [tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int64)]
     fns = {s: tf.function(lambda e, y, s=s: mining.select_triplets(e, y, s, alpha=0.5, seed=7),
                           input_signature=spec) for s in mining.STRATEGIES}

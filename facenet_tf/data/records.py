@@ -2,7 +2,11 @@
 
 Image records (written by beam_jobs.build_dataset): one tf.train.Example per face image.
 Triplet records (written by beam_jobs.mine_triplets, read by the trainer): one tf.train.Example
-per mined triplet, carrying the three encoded images and the mining metadata.
+per mined triplet, carrying the image ids and labels of anchor, positive and negative and the
+mining metadata. A generation stores each of its images once, as image records in its own
+image shards (IMAGE_SHARD_PREFIX, listed under "image_shards" in its manifest): a subset of
+1,800 faces yields ~70,000 semi-hard triplets, so three copies of the encoded images per
+triplet (format version 1) made a generation ~100x larger than the images it uses.
 """
 
 import dataclasses
@@ -12,7 +16,7 @@ import tensorflow as tf
 IMAGE_SHARD_PREFIX = "images"
 TRIPLET_SHARD_PREFIX = "triplets"
 SHARD_SUFFIX = ".tfrecord"
-TRIPLET_FORMAT_VERSION = 1
+TRIPLET_FORMAT_VERSION = 2
 ROLES = ("anchor", "positive", "negative")
 
 # Image record keys.
@@ -114,11 +118,18 @@ class MiningInfo:
 
 def triplet_example(anchor: ImageRecord, positive: ImageRecord, negative: ImageRecord,
                     info: MiningInfo) -> tf.train.Example:
+    """The triplet record of three images (their ids and labels; the images go to the
+    generation's image shards)."""
+    return triplet_example_from_ids(
+        [(r.image_id, r.label) for r in (anchor, positive, negative)], info)
+
+
+def triplet_example_from_ids(members, info: MiningInfo) -> tf.train.Example:
+    """The triplet record of [(image_id, label)] x 3 (anchor, positive, negative)."""
     feature = {"triplet/version": _int(TRIPLET_FORMAT_VERSION)}
-    for role, rec in zip(ROLES, (anchor, positive, negative)):
-        feature[f"{role}/encoded"] = _bytes(rec.encoded)
-        feature[f"{role}/id"] = _bytes(rec.image_id.encode())
-        feature[f"{role}/label"] = _int(rec.label)
+    for role, (image_id, label) in zip(ROLES, members):
+        feature[f"{role}/id"] = _bytes(image_id.encode())
+        feature[f"{role}/label"] = _int(label)
     feature.update({
         "mining/model": _bytes(info.model.encode()),
         "mining/strategy": _bytes(info.strategy.encode()),
@@ -134,7 +145,7 @@ TRIPLET_FEATURE_SPEC = {
     "triplet/version": tf.io.FixedLenFeature([], tf.int64),
     **{f"{role}/{key}": tf.io.FixedLenFeature([], dtype)
        for role in ROLES
-       for key, dtype in (("encoded", tf.string), ("id", tf.string), ("label", tf.int64))},
+       for key, dtype in (("id", tf.string), ("label", tf.int64))},
     "mining/model": tf.io.FixedLenFeature([], tf.string),
     "mining/strategy": tf.io.FixedLenFeature([], tf.string),
     "mining/alpha": tf.io.FixedLenFeature([], tf.float32),
@@ -149,12 +160,15 @@ def parse_triplet_example(serialized):
 
     Fails (InvalidArgument) on a record of another format version.
     """
-    parsed = tf.io.parse_single_example(serialized, TRIPLET_FEATURE_SPEC)
-    tf.debugging.assert_equal(
-        parsed["triplet/version"], tf.constant(TRIPLET_FORMAT_VERSION, tf.int64),
-        message=f"triplet record of an unsupported format version (this code reads "
-                f"version {TRIPLET_FORMAT_VERSION})")
-    return parsed
+    version = tf.io.parse_single_example(
+        serialized, {"triplet/version": tf.io.FixedLenFeature([], tf.int64)})["triplet/version"]
+    check = tf.debugging.assert_equal(
+        version, tf.constant(TRIPLET_FORMAT_VERSION, tf.int64),
+        message=f"triplet record of an unsupported format version (this code reads version "
+                f"{TRIPLET_FORMAT_VERSION}; mine the generation again with this version of "
+                f"beam_jobs.mine_triplets)")
+    with tf.control_dependencies([check]):
+        return tf.io.parse_single_example(serialized, TRIPLET_FEATURE_SPEC)
 
 
 def shard_name(prefix: str, index: int, count: int) -> str:

@@ -114,13 +114,18 @@ def compile_model(config: TrainConfig, strategy, embedder_fn=None):
 
 
 def export_embedder(embedder: keras.Model, export_dir: str, preprocess: PreprocessConfig,
-                    step: int, extra: dict | None = None) -> str:
-    """Exports a copy of the embedder (made outside any strategy) and publishes it by rename."""
+                    step: int, extra: dict | None = None, optimize: bool = True) -> str:
+    """Exports a copy of the embedder (made outside any strategy) and publishes it by rename.
+
+    optimize: serve the folded, frozen inference build (facenet_tf.export); the per-step
+    exports that the miner and the evaluator read use False, so that triplets are mined with
+    the training graph's own float rounding.
+    """
     from facenet_tf.export import export_saved_model
     copy = keras.models.clone_model(embedder)
     copy.set_weights(embedder.get_weights())
     tmp = f"{export_dir.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
-    export_saved_model(copy, tmp, preprocess, step=step, extra_metadata=extra)
+    export_saved_model(copy, tmp, preprocess, step=step, extra_metadata=extra, optimize=optimize)
     if tf.io.gfile.exists(export_dir):
         tf.io.gfile.rmtree(export_dir)
     tf.io.gfile.rename(tmp, export_dir)
@@ -142,7 +147,7 @@ def _export_at(embedder, model_dir, preprocess, step, meta) -> str:
     """The export of the current weights (at `step`), made once."""
     path = step_export_dir(model_dir, step)
     if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
-        export_embedder(embedder, path, preprocess, step, meta)
+        export_embedder(embedder, path, preprocess, step, meta, optimize=False)
     return path
 
 

@@ -1,5 +1,8 @@
 """tf.data over one mined generation: shards from its manifest -> batches [B, 3, H, W, 3]."""
 
+import os
+
+import numpy as np
 import tensorflow as tf
 
 from facenet_tf import io_utils
@@ -17,6 +20,35 @@ def generation_shards(generation_dir: str, manifest: dict | None = None) -> list
     return paths
 
 
+def generation_images(generation_dir: str, manifest: dict | None = None):
+    """A lookup table image id -> encoded image over the generation's image shards.
+
+    Raises ValueError naming the generation if it lists no image shards, or if a shard holds
+    one id twice with different bytes.
+    """
+    manifest = manifest or io_utils.read_manifest(generation_dir)
+    names = manifest.get("image_shards")
+    if not names:
+        raise ValueError(f"{generation_dir}/{io_utils.MANIFEST_NAME}: no 'image_shards' listed "
+                         f"(a generation of triplet format version "
+                         f"{manifest.get('format_version', 1)}; this trainer reads version "
+                         f"{records.TRIPLET_FORMAT_VERSION}: mine it again)")
+    paths = [os.path.join(generation_dir, n) for n in names]
+    ids, encoded = [], []
+    ds = tf.data.TFRecordDataset(paths).map(records.parse_image_example)
+    for rec in ds.as_numpy_iterator():
+        ids.append(rec[records.IMAGE_ID])
+        encoded.append(rec[records.ENCODED])
+    if not ids:
+        raise ValueError(f"{generation_dir}: its image shards {names} hold no images")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{generation_dir}: image shards hold duplicate image ids")
+    initializer = tf.lookup.KeyValueTensorInitializer(
+        tf.constant(np.array(ids, dtype=object), tf.string),
+        tf.constant(np.array(encoded, dtype=object), tf.string))
+    return tf.lookup.StaticHashTable(initializer, default_value="")
+
+
 def triplet_dataset(generation_dir: str, preprocess: PreprocessConfig, batch_size: int,
                     seed: int, start_batch: int = 0, shuffle_buffer: int = 2048,
                     augment: aug.AugmentConfig | None = None) -> tf.data.Dataset:
@@ -31,6 +63,7 @@ def triplet_dataset(generation_dir: str, preprocess: PreprocessConfig, batch_siz
     if manifest.get("num_triplets") == 0:
         raise ValueError(f"{generation_dir}: the generation holds no triplets (no anchor-positive "
                          "pair found a negative under the mining rule); nothing to train on")
+    image_table = generation_images(generation_dir, manifest)
     ds = tf.data.TFRecordDataset(files)
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.enumerate().skip(int(start_batch) * int(batch_size))
@@ -39,7 +72,13 @@ def triplet_dataset(generation_dir: str, preprocess: PreprocessConfig, batch_siz
         parsed = records.parse_triplet_example(serialized)
         images = []
         for r, role in enumerate(records.ROLES):
-            image = decode_image(parsed[f"{role}/encoded"])
+            image_id = parsed[f"{role}/id"]
+            encoded = image_table.lookup(image_id)
+            found = tf.debugging.Assert(tf.strings.length(encoded) > 0, [
+                "triplet record refers to image id", image_id,
+                f"which the image shards of {generation_dir} do not hold"])
+            with tf.control_dependencies([found]):
+                image = decode_image(encoded)
             if augment is None:
                 images.append(preprocess_image(image, preprocess))
             else:

@@ -23,32 +23,41 @@ def tiny_dataset(tmp_path, num_identities=4, images_per_identity=4, seed=0) -> s
 
 
 def write_generation(directory, triplet_pixels, extra_shards=()):
-    """Writes a generation of triplet records (uint8 [T, 3, H, W, 3]) in 2 listed shards.
+    """Writes a generation of triplets (uint8 [T, 3, H, W, 3]) in 2 listed triplet shards and
+    one image shard (every image once, under its own id).
 
-    extra_shards: names of additional shard files written but NOT listed in the manifest.
+    extra_shards: names of additional triplet shard files written but NOT listed in the
+    manifest (their records refer to image "x/x.png", which the image shard also holds).
     """
     import tensorflow as tf
     from facenet_tf import io_utils
     from facenet_tf.data import records
     os.makedirs(directory, exist_ok=True)
     names = [records.shard_name(records.TRIPLET_SHARD_PREFIX, i, 2) for i in range(2)]
+    image_names = [records.shard_name(records.IMAGE_SHARD_PREFIX, 0, 1)]
+    info = records.MiningInfo("test", "semi_hard", 0.2, 0, 0.0, 0.0)
     writers = [tf.io.TFRecordWriter(os.path.join(directory, n)) for n in names]
-    for t, triplet in enumerate(triplet_pixels):
-        recs = [records.ImageRecord(tf.io.encode_png(img).numpy(), "png", t * 3 + r,
-                                    f"id{t}_{r}", f"id{t}_{r}/x.png", img.shape[0], img.shape[1])
-                for r, img in enumerate(triplet)]
-        info = records.MiningInfo("test", "semi_hard", 0.2, 0, 0.0, 0.0)
-        writers[t % 2].write(records.triplet_example(*recs, info).SerializeToString())
+    with tf.io.TFRecordWriter(os.path.join(directory, image_names[0])) as image_writer:
+        for t, triplet in enumerate(triplet_pixels):
+            recs = [records.ImageRecord(tf.io.encode_png(img).numpy(), "png", t * 3 + r,
+                                        f"id{t}_{r}", f"id{t}_{r}/x.png", img.shape[0],
+                                        img.shape[1])
+                    for r, img in enumerate(triplet)]
+            for rec in recs:
+                image_writer.write(records.image_example(rec).SerializeToString())
+            writers[t % 2].write(records.triplet_example(*recs, info).SerializeToString())
+        if extra_shards:
+            odd = records.ImageRecord(tf.io.encode_png(triplet_pixels[0][0]).numpy(), "png", 0,
+                                      "x", "x/x.png", 1, 1)
+            image_writer.write(records.image_example(odd).SerializeToString())
     for w in writers:
         w.close()
     for name in extra_shards:
         with tf.io.TFRecordWriter(os.path.join(directory, name)) as w:
-            recs = [records.ImageRecord(tf.io.encode_png(triplet_pixels[0][0]).numpy(), "png",
-                                        0, "x", "x/x.png", 1, 1)] * 3
-            w.write(records.triplet_example(*recs, records.MiningInfo(
-                "test", "semi_hard", 0.2, 0, 0.0, 0.0)).SerializeToString())
+            w.write(records.triplet_example(odd, odd, odd, info).SerializeToString())
     io_utils.write_json_atomic(os.path.join(directory, io_utils.MANIFEST_NAME),
-                               {"shards": names, "num_triplets": len(triplet_pixels)})
+                               {"shards": names, "image_shards": image_names,
+                                "num_triplets": len(triplet_pixels)})
     return directory
 
 

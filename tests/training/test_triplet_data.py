@@ -65,3 +65,52 @@ def test_incomplete_or_empty_generation_is_a_clear_error(tmp_path):
     empty = _helpers.write_generation(tmp_path / "empty", _helpers.random_triplets(0))
     with pytest.raises(ValueError, match="no triplets"):
         triplet_data.triplet_dataset(str(empty), PRE, 2, seed=0)
+
+
+def test_triplet_referring_to_an_unstored_image_names_the_id(tmp_path):
+    import json
+    import os
+    import tensorflow as tf
+    from facenet_tf.data import records
+    gen = _helpers.write_generation(tmp_path / "gen", _helpers.random_triplets(2))
+    # List an image shard holding only an unrelated image instead of the real one.
+    other = records.ImageRecord(b"png", "png", 9, "other", "other/1.png", 1, 1)
+    with tf.io.TFRecordWriter(os.path.join(gen, "images-other.tfrecord")) as w:
+        w.write(records.image_example(other).SerializeToString())
+    with tf.io.TFRecordWriter(os.path.join(gen, "images-empty.tfrecord")):
+        pass
+    with open(os.path.join(gen, "manifest.json")) as f:
+        manifest = json.load(f)
+    manifest["image_shards"] = ["images-empty.tfrecord"]
+    with open(os.path.join(gen, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    with pytest.raises(ValueError, match="hold no images"):
+        triplet_data.triplet_dataset(str(gen), PRE, 1, seed=0)
+    manifest["image_shards"] = ["images-other.tfrecord"]
+    with open(os.path.join(gen, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    ds = triplet_data.triplet_dataset(str(gen), PRE, 1, seed=0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"id[01]_\d/x.png"):
+        _batches(ds, 1)
+
+
+def test_generation_of_the_old_format_asks_to_mine_again(tmp_path):
+    import os
+    import tensorflow as tf
+    from facenet_tf import io_utils
+    from facenet_tf.data import records
+    gen = _helpers.write_generation(tmp_path / "gen", _helpers.random_triplets(2))
+    manifest = io_utils.read_manifest(str(gen))
+    io_utils.write_json_atomic(os.path.join(gen, "manifest.json"),
+                               {k: v for k, v in manifest.items() if k != "image_shards"})
+    with pytest.raises(ValueError, match="mine it again"):
+        triplet_data.triplet_dataset(str(gen), PRE, 1, seed=0)
+    # A version-1 record (images inline) among version-2 shards fails its version check.
+    old = tf.train.Example()
+    old.features.feature["triplet/version"].int64_list.value.append(1)
+    for role in records.ROLES:
+        old.features.feature[f"{role}/id"].bytes_list.value.append(b"id0_0/x.png")
+        old.features.feature[f"{role}/label"].int64_list.value.append(0)
+        old.features.feature[f"{role}/encoded"].bytes_list.value.append(b"...")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="format version"):
+        records.parse_triplet_example(tf.constant(old.SerializeToString()))
