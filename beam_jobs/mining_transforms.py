@@ -375,12 +375,10 @@ class WriteShard(_ShardWriter):
         self._generation = generation
 
     def serialized(self, packs):
+        encoder = records.TripletEncoder(self._model_tag, self._strategy, self._alpha,
+                                         self._generation)
         for (_, _, a, p, n), labels, d_ap, d_an in sorted(row for pack in packs for row in pack):
-            info = records.MiningInfo(model=self._model_tag, strategy=self._strategy,
-                                      alpha=float(self._alpha), generation=self._generation,
-                                      d_ap=d_ap, d_an=d_an)
-            example = records.triplet_example_from_ids(list(zip((a, p, n), labels)), info)
-            yield example.SerializeToString(deterministic=True)
+            yield encoder.encode(zip((a, p, n), labels), d_ap, d_an)
 
 
 class WriteImageShard(_ShardWriter):

@@ -3,17 +3,19 @@
     python -m benchmarks.run_all [--quick] [--only mining,trainer] [--output benchmarks/RESULTS.md]
 
 Each benchmark module has `run(quick: bool) -> list[dict]`; a row holds the measured value,
-the baseline measured in the same run, their ratio and the target.
+the baseline measured in the same run, their ratio and the target. Each benchmark runs in its
+own Python process, so that one's leftover TensorFlow threads, graphs and memory do not slow
+the next.
 """
 
 import argparse
 import datetime
-import importlib
+import json
 import os
 import platform
 import sys
 import time
-import traceback
+import subprocess
 
 from benchmarks.common import COLUMNS, fmt, format_row
 
@@ -24,6 +26,30 @@ BENCHMARKS = {
     "input_pipeline": "benchmarks.bench_input_pipeline",
     "pretrained": "benchmarks.bench_pretrained",
 }
+
+
+_CHILD = """
+import json, sys, importlib
+rows = importlib.import_module(sys.argv[1]).run(quick=sys.argv[2] == "1")
+print("ROWS_JSON " + json.dumps(rows, default=float))
+"""
+
+
+def run_isolated(module: str, quick: bool) -> list[dict]:
+    """Runs one benchmark module in a fresh interpreter; returns its rows.
+
+    Its output streams through; raises RuntimeError if it fails."""
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, module, "1" if quick else "0"],
+                            stdout=subprocess.PIPE, text=True)
+    rows = None
+    for line in proc.stdout:
+        if line.startswith("ROWS_JSON "):
+            rows = json.loads(line[len("ROWS_JSON "):])
+        else:
+            print("   | " + line, end="", flush=True)
+    if proc.wait() != 0 or rows is None:
+        raise RuntimeError(f"{module} failed (exit {proc.returncode})")
+    return rows
 
 
 def machine_description() -> str:
@@ -67,10 +93,9 @@ def main(argv=None):
         print(f"== {name}", flush=True)
         t0 = time.time()
         try:
-            module = importlib.import_module(BENCHMARKS[name])
-            new_rows = module.run(quick=args.quick)
-        except Exception:  # one broken benchmark must not hide the others' results
-            traceback.print_exc()
+            new_rows = run_isolated(BENCHMARKS[name], args.quick)
+        except RuntimeError as e:  # one broken benchmark must not hide the others' results
+            print(f"   {e}", flush=True)
             failures.append(name)
             new_rows = [{"benchmark": name, "metric": "FAILED", "notes": "see log"}]
         for row in new_rows:

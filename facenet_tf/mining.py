@@ -8,9 +8,12 @@ both select triplets with one implementation.
 Distances are squared L2 throughout (the paper's), except for the optional angular distance of the
 `tfa_semi_hard` migration strategy. Ties between equal distances are broken by the lowest row
 index, so results are deterministic; random choices use stateless ops seeded from `seed`.
-Nothing sorts the [N, N] distance matrix: the semi-hard rules bucket each anchor's negatives
-between its band edges (O(N^2 log K), K = most positives of an anchor) and `all` sorts only its
-candidate negatives.
+Nothing sorts the [N, N] distance matrix. Pairs come from the label groups, not an [N, N] mask.
+`semi_hard` sorts only each anchor's candidate negatives (those inside the span of its bands;
+few once the network has learnt something) and finds every band by binary search; when the
+candidates are many (an untrained network: N^2 / 16 or more), it buckets each anchor's
+negatives between its band edges instead (O(N^2 log K), K = most positives of an anchor), as
+`tfa_semi_hard` always does. `all` sorts only its candidate negatives.
 
 Triplets come back as int32 [T, 3] rows (anchor, positive, negative), ordered by anchor, then
 positive (then, for `all`, by negative distance and index).
@@ -110,6 +113,28 @@ def _seed_pair(seed):
     return tf.cast(seed, tf.int32)
 
 
+def _positive_pairs(y):
+    """Every ordered (anchor, positive) pair a != p with y[a] == y[p], for anchors that have a
+    negative; int32 columns sorted by anchor, then positive.
+
+    Built from the label groups in O(N log N + pairs), without an [N, N] mask.
+    """
+    n = tf.shape(y)[0]
+    order = tf.cast(tf.argsort(y, stable=True), tf.int32)  # each group's rows in index order
+    _, group, sizes = tf.unique_with_counts(tf.gather(y, order), out_idx=tf.int32)
+    starts = tf.cumsum(sizes, exclusive=True)
+    position = tf.math.invert_permutation(order)  # row -> its place in `order`
+    anchor_group = tf.gather(group, position)
+    start = tf.gather(starts, anchor_group)
+    size = tf.gather(sizes, anchor_group)
+    count = tf.where(size < n, size - 1, 0)  # one label only: no negatives, no triplets
+    a = tf.repeat(tf.range(n), count)
+    slot = tf.range(tf.shape(a)[0]) - tf.gather(tf.cumsum(count, exclusive=True), a)
+    slot += tf.cast(slot >= tf.gather(position - start, a), tf.int32)  # skip the anchor itself
+    p = tf.gather(order, tf.gather(start, a) + slot)
+    return a, p
+
+
 def _first_index_where(condition):
     """Per row, the lowest column where `condition` holds (N if nowhere)."""
     n = tf.shape(condition)[1]
@@ -187,33 +212,28 @@ def select_triplets(embeddings, labels, strategy, alpha=0.2, seed=None, **option
     opts = resolve_options(strategy, options)
     e, y = _prepare(embeddings, labels)
     n = tf.shape(e)[0]
-    eye = tf.eye(n, dtype=tf.bool)
-    same_label = tf.equal(y[:, None], y[None, :])
-    is_pos = same_label & ~eye
-    is_neg = ~same_label
+    a, p = _positive_pairs(y)
+    if strategy == "random":
+        return _stack(a, p, _random_negatives(_seed_pair(seed), y, a))
+
+    is_neg = tf.not_equal(y[:, None], y[None, :])
     if strategy == "tfa_semi_hard" and opts["distance"] == "angular":
         d = _angular_distances(e)
     else:
         d = pairwise_squared_distances(e)
-    num_neg = tf.reduce_sum(tf.cast(is_neg, tf.int32), axis=1)
-    has_neg = num_neg > 0
 
     if strategy == "hard":
         hardest_neg = _first_argmin(d, is_neg)
         if opts["hardest_positive"]:
+            is_pos = ~is_neg & ~tf.eye(n, dtype=tf.bool)
             hardest_pos = _first_argmax(d, is_pos)
-            keep = has_neg & tf.reduce_any(is_pos, axis=1)
-            anchors = tf.cast(tf.where(keep)[:, 0], tf.int32)
+            anchors, first = tf.unique(a)  # a is sorted: each anchor once, in order
+            del first
             return _stack(anchors, tf.gather(hardest_pos, anchors),
                           tf.gather(hardest_neg, anchors))
-        pairs = tf.cast(tf.where(is_pos & has_neg[:, None]), tf.int32)
-        return _stack(pairs[:, 0], pairs[:, 1], tf.gather(hardest_neg, pairs[:, 0]))
+        return _stack(a, p, tf.gather(hardest_neg, a))
 
-    pairs = tf.cast(tf.where(is_pos & has_neg[:, None]), tf.int32)
-    a, p = pairs[:, 0], pairs[:, 1]
-    if strategy == "random":
-        return _stack(a, p, _random_negatives(_seed_pair(seed), y, a))
-
+    pairs = tf.stack([a, p], axis=1)
     d_ap = tf.gather_nd(d, pairs)
     # Pairs laid out on an [N, K] grid (K = most positives of an anchor), +inf padded: every
     # per-pair search below is an [N, K] op, and nothing sorts an [N, N] matrix.
@@ -267,67 +287,56 @@ def select_triplets(embeddings, labels, strategy, alpha=0.2, seed=None, **option
         return chosen, keep
 
     if strategy == "semi_hard" and opts["fallback"] == "skip":
-        join = _BandJoin(d, is_neg, a, d_ap, d_margin, per_anchor)
+        candidates = _BandCandidates(d, is_neg, a, d_ap, d_margin)
         chosen, keep = tf.cond(
-            join.size <= _join_budget(n),
-            lambda: join.choose(tf.random.stateless_uniform(
-                [join.size], seed=seed + 1, minval=None, maxval=None, dtype=tf.int32)
-                if random_choice else None),
+            candidates.size <= _candidate_budget(n),
+            lambda: candidates.choose(seed + 1 if random_choice else None),
             by_buckets)
     else:
         chosen, keep = by_buckets()
     return tf.boolean_mask(_stack(a, p, chosen), keep)
 
 
-def _join_budget(n):
-    """Largest (pair, candidate) join the semi-hard fast path builds: N^2 elements."""
-    return tf.maximum(n * n, 1 << 16)
+def _candidate_budget(n):
+    """Most candidate negatives the sorted-candidates path takes (it sorts them): N^2 / 16."""
+    return tf.maximum(n * n // 16, 1 << 16)
 
 
-class _BandJoin:
-    """Semi-hard selection by joining each pair with its anchor's candidate negatives.
+class _BandCandidates:
+    """Semi-hard selection over each anchor's candidate negatives, sorted by distance.
 
     Candidates of anchor a: negatives with min d(a,p) < d(a,n) < max d(a,p) + alpha over its
-    pairs (any negative in some band of a is one). Mid-training they are a small fraction of
-    N^2, so checking every (pair, candidate of its anchor) against the pair's band is cheaper
-    than bucketing all N^2 negatives; `size` is that join's element count.
+    pairs (every negative in some band of a is one). Sorted by (anchor, distance, index), each
+    pair's band d(a,p) < d(a,n) < d(a,p) + alpha is a contiguous run found by two binary
+    searches. Mid-training the candidates are a small fraction of N^2, so sorting them is far
+    cheaper than bucketing all N^2 negatives; `size` is their count.
     """
 
-    def __init__(self, d, is_neg, a, d_ap, d_margin, per_anchor):
+    def __init__(self, d, is_neg, a, d_ap, d_margin):
         n = tf.shape(d)[0]
         lo = tf.math.unsorted_segment_min(d_ap, a, n)  # +max float for anchors without pairs
         hi = tf.math.unsorted_segment_max(d_margin, a, n)  # lowest float for those
-        self._d = d
         self._is_cand = is_neg & (d > lo[:, None]) & (d < hi[:, None])
-        per_row = tf.reduce_sum(tf.cast(self._is_cand, tf.int32), axis=1)
-        self.size = tf.reduce_sum(per_row * per_anchor)
-        self._per_anchor = per_anchor
-        self._d_ap, self._d_margin = d_ap, d_margin
+        self.size = tf.reduce_sum(tf.cast(self._is_cand, tf.int32))
+        self._d, self._a, self._d_ap, self._d_margin = d, a, d_ap, d_margin
 
-    def choose(self, random_bits=None):
-        """(negative, found) per pair: uniform over the band with `random_bits` (one int32 per
-        join element), else the hardest (smallest d(a,n), then lowest index)."""
-        cand = tf.cast(tf.where(self._is_cand), tf.int32)
-        cand_a = cand[:, 0]
-        width = tf.gather(self._per_anchor, cand_a)  # pairs of each candidate's anchor
-        first_pair = tf.gather(tf.cumsum(self._per_anchor, exclusive=True), cand_a)
-        which = tf.repeat(tf.range(tf.shape(width)[0]), width)
-        offset = tf.range(self.size) - tf.gather(tf.cumsum(width, exclusive=True), which)
-        pair = tf.gather(first_pair, which) + offset
-        d_an = tf.gather(tf.gather_nd(self._d, cand), which)
-        neg = tf.cast(tf.gather(cand[:, 1], which), tf.int64)
-        in_band = (tf.gather(self._d_ap, pair) < d_an) & (d_an < tf.gather(self._d_margin, pair))
-        num_pairs = tf.shape(self._d_ap)[0]
-        found = tf.math.unsorted_segment_max(tf.cast(in_band, tf.int32), pair, num_pairs) > 0
-        if random_bits is None:  # smallest (distance, index) key wins
-            keys = tf.bitwise.left_shift(tf.cast(_float_order(d_an), tf.int64), 32) | neg
-            best = tf.math.unsorted_segment_min(tf.where(in_band, keys, tf.int64.max), pair,
-                                                num_pairs)
-        else:  # largest random key wins: uniform over the band
-            keys = tf.bitwise.left_shift(tf.cast(random_bits, tf.int64), 32) | neg
-            best = tf.math.unsorted_segment_max(tf.where(in_band, keys, tf.int64.min), pair,
-                                                num_pairs)
-        return _low_column(best), found
+    def choose(self, seed=None):
+        """(negative, found) per pair: uniform over the band with a seed, else the hardest
+        (smallest d(a,n), then lowest index)."""
+        cand = tf.where(self._is_cand)  # row-major: by anchor, then index
+        keys = _row_keys(cand[:, 0], tf.gather_nd(self._d, cand))
+        order = tf.argsort(keys, stable=True)  # ties keep index order
+        keys = tf.gather(keys, order)
+        negs = tf.cast(tf.gather(cand[:, 1], order), tf.int32)
+        first = tf.searchsorted(keys, _row_keys(self._a, self._d_ap), side="right",
+                                out_type=tf.int32)  # first with d(a,n) > d(a,p)
+        end = tf.searchsorted(keys, _row_keys(self._a, self._d_margin), side="left",
+                              out_type=tf.int32)  # first with d(a,n) >= d(a,p) + alpha
+        band = tf.maximum(end - first, 0)
+        pick = first if seed is None else first + _random_offsets(seed, band)
+        found = band > 0
+        pick = tf.where(found, pick, 0)
+        return tf.gather(tf.concat([negs, [0]], 0), pick), found
 
 
 class _Buckets:

@@ -48,12 +48,12 @@ def make_case(i):
 CASES = [make_case(i) for i in range(NUM_CASES)]
 
 
-@pytest.fixture(params=["join", "buckets"])
+@pytest.fixture(params=["candidates", "buckets"])
 def semi_hard_path(request, monkeypatch):
-    """Runs a semi_hard test through both implementations: the (pair, candidate) join that
+    """Runs a semi_hard test through both implementations: the sorted candidate negatives that
     small and mid-training batches take, and the bucketing that dense batches take."""
     if request.param == "buckets":
-        monkeypatch.setattr(mining, "_join_budget", lambda n: -1)
+        monkeypatch.setattr(mining, "_candidate_budget", lambda n: -1)
     return request.param
 
 
