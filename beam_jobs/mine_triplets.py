@@ -14,6 +14,7 @@ Runs on the DirectRunner by default; any standard Beam pipeline option (--runner
 """
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -181,13 +182,16 @@ def build_pipeline(pipeline, config: MiningConfig, shard_paths, subsets, model_t
     shards = (mined.triplets
               | "GroupShards" >> beam.GroupByKey()
               | "WriteShards" >> beam.ParDo(mt.WriteShard(
-                  tmp_dir, config.num_shards, model_tag, config.strategy, config.alpha,
-                  config.generation)))
+                  tmp_dir, config.num_shards, records.TRIPLET_SHARD_PREFIX,
+                  functools.partial(mt.serialize_triplet_rows, model_tag, config.strategy,
+                                    config.alpha, config.generation),
+                  "num_triplets", "triplets_written")))
     image_shards = (embedded.embeddings
                     | "ByImageShard" >> beam.FlatMap(mt.by_image_shard, config.num_shards)
                     | "GroupImageShards" >> beam.GroupByKey()
-                    | "WriteImageShards" >> beam.ParDo(mt.WriteImageShard(
-                        tmp_dir, config.num_shards)))
+                    | "WriteImageShards" >> beam.ParDo(mt.WriteShard(
+                        tmp_dir, config.num_shards, records.IMAGE_SHARD_PREFIX,
+                        mt.serialize_image_records, "num_images", "images_written")))
     bad = (parsed[mt.BAD], joined[mt.BAD], embedded[mt.BAD]) | "AllBad" >> beam.Flatten()
     for name, pcoll in (("shards", shards), ("image_shards", image_shards),
                         ("stats", mined[mt.STATS]), ("bad", bad)):
@@ -349,8 +353,9 @@ def _define_flags():
     flags.DEFINE_string("model", None, "Embedding model: a SavedModel written by "
                         "facenet_tf.export (including the converted pretrained model) or a "
                         ".keras checkpoint.")
-    flags.DEFINE_string("output_dir", None, "Generation directory to write (triplets-*.tfrecord, images-*.tfrecord "
-                        "+ manifest.json, written last); must not hold a complete generation.")
+    flags.DEFINE_string("output_dir", None, "Generation directory to write (triplets-*.tfrecord, "
+                        "images-*.tfrecord + manifest.json, written last); must not hold a "
+                        "complete generation.")
     flags.DEFINE_enum("strategy", "semi_hard", list(STRATEGIES), "Triplet selection rule "
                       "(facenet_tf.mining.select_triplets, the same code as online mining).")
     flags.DEFINE_float("alpha", 0.2, "Triplet margin on squared L2 distances.")

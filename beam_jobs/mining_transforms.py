@@ -329,66 +329,52 @@ class MineSubset(beam.DoFn):
             "sum_d_an": float(d_an.sum())})
 
 
-class _ShardWriter(beam.DoFn):
-    """Writes an element (shard, items) as one TFRecord shard of the generation."""
+class WriteShard(beam.DoFn):
+    """Writes an element (shard, items) as one TFRecord shard of the generation.
 
-    prefix = count_key = counter_name = ""
+    `serialize(items)` yields the shard's serialized records in their deterministic order:
+    serialize_triplet_rows (functools.partial with the generation's mining info) or
+    serialize_image_records.
+    """
 
-    def __init__(self, directory: str, num_shards: int):
+    def __init__(self, directory: str, num_shards: int, prefix: str, serialize,
+                 count_key: str, counter_name: str):
         self._directory = directory
         self._num_shards = num_shards
-        self._written = beam.metrics.Metrics.counter(NAMESPACE, self.counter_name)
+        self._prefix = prefix
+        self._serialize = serialize
+        self._count_key = count_key
+        self._written = beam.metrics.Metrics.counter(NAMESPACE, counter_name)
         self._write_ms = beam.metrics.Metrics.counter(NAMESPACE, WRITE_MS)
-
-    def serialized(self, items):
-        """The shard's serialized records, in their deterministic order."""
-        raise NotImplementedError
 
     def process(self, element):
         import tensorflow as tf
         started = time.perf_counter()
         shard, items = element
-        name = records.shard_name(self.prefix, shard, self._num_shards)
+        name = records.shard_name(self._prefix, shard, self._num_shards)
         count = 0
         with tf.io.TFRecordWriter(os.path.join(self._directory, name)) as writer:
-            for record in self.serialized(items):
+            for record in self._serialize(items):
                 writer.write(record)
                 count += 1
         self._written.inc(count)
         self._write_ms.inc(_ms_since(started))
         logging.info("mine_triplets: wrote %s (%d records)", name, count)
-        yield {"file": name, "index": shard, self.count_key: count}
+        yield {"file": name, "index": shard, self._count_key: count}
 
 
-class WriteShard(_ShardWriter):
-    """Writes one shard's triplet records (from MineSubset's rows), sorted by their key."""
-
-    prefix, count_key, counter_name = records.TRIPLET_SHARD_PREFIX, "num_triplets", \
-        "triplets_written"
-
-    def __init__(self, directory: str, num_shards: int, model_tag: str, strategy: str,
-                 alpha: float, generation: int):
-        super().__init__(directory, num_shards)
-        self._model_tag = model_tag
-        self._strategy = strategy
-        self._alpha = alpha
-        self._generation = generation
-
-    def serialized(self, packs):
-        encoder = records.TripletEncoder(self._model_tag, self._strategy, self._alpha,
-                                         self._generation)
-        for (_, _, a, p, n), labels, d_ap, d_an in sorted(row for pack in packs for row in pack):
-            yield encoder.encode(zip((a, p, n), labels), d_ap, d_an)
+def serialize_triplet_rows(model_tag: str, strategy: str, alpha: float, generation: int,
+                           packs):
+    """One shard's triplet records, from MineSubset's row packs, sorted by their key."""
+    encoder = records.TripletEncoder(model_tag, strategy, alpha, generation)
+    for (_, _, a, p, n), labels, d_ap, d_an in sorted(row for pack in packs for row in pack):
+        yield encoder.encode(zip((a, p, n), labels), d_ap, d_an)
 
 
-class WriteImageShard(_ShardWriter):
-    """Writes one of the generation's image shards: each embedded image once, sorted by id."""
-
-    prefix, count_key, counter_name = records.IMAGE_SHARD_PREFIX, "num_images", "images_written"
-
-    def serialized(self, recs):
-        for rec in sorted(recs, key=lambda r: r.image_id):
-            yield records.image_example(rec).SerializeToString(deterministic=True)
+def serialize_image_records(recs):
+    """One image shard's records: each embedded image once, sorted by id."""
+    for rec in sorted(recs, key=lambda r: r.image_id):
+        yield records.image_example(rec).SerializeToString(deterministic=True)
 
 
 def write_json(items, path: str):

@@ -10,12 +10,12 @@ model) is timed and printed too.
 
 Full: the 6,968 LFW images of identities with >= 2 images (../shared/data/lfw_dev), ingested
 once with beam_jobs.build_dataset into a cache folder that later runs reuse, with NN4 at 96x96
-and with Inception-ResNet-v1 at 160x160 (the pretrained FaceNet's network);
-the job runs with its defaults (45 identities x 40 images per subset, subsets covering every
-identity, semi-hard). Quick: ORL (400 images), same model. Without ../shared/data, seeded
-synthetic faces; NN4 only. The job's time is the whole mine_triplets call: checks, model load, pipeline
-start, reading, decoding, embedding, mining and writing the triplets; its per-stage times
-come from the job's *_ms counters.
+and with Inception-ResNet-v1 at 160x160 (the pretrained FaceNet's network); the job runs with
+its defaults (45 identities x 40 images per subset, subsets covering every identity,
+semi-hard). Quick: ORL (400 images), NN4 only; without ../shared/data, seeded synthetic faces.
+The job's time is the whole mine_triplets call: checks, model load, pipeline start, reading,
+decoding, embedding, mining and writing the triplets; its per-stage times come from the job's
+*_ms counters.
 """
 
 import os

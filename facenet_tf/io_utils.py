@@ -52,13 +52,14 @@ def read_manifest(directory: str) -> dict:
     return read_json(path)
 
 
-def listed_shards(directory: str, manifest: dict) -> list:
-    """Full paths of the shard files a manifest lists (only those), each checked to exist.
+def listed_shards(directory: str, manifest: dict, key: str = "shards") -> list:
+    """Full paths of the shard files a manifest lists under `key` (only those), each checked to
+    exist.
 
     Readers go through this so that stray files from an interrupted run are never read.
     """
     paths = []
-    for name in manifest.get("shards", []):
+    for name in manifest.get(key, []):
         path = os.path.join(directory, name)
         if not tf.io.gfile.exists(path):
             raise FileNotFoundError(f"{directory}/{MANIFEST_NAME} lists shard {name!r}, "

@@ -115,7 +115,7 @@ def _seed_pair(seed):
 
 def _positive_pairs(y):
     """Every ordered (anchor, positive) pair a != p with y[a] == y[p], for anchors that have a
-    negative; int32 columns sorted by anchor, then positive.
+    negative; int32 columns sorted by anchor, then positive, and the number of pairs per anchor.
 
     Built from the label groups in O(N log N + pairs), without an [N, N] mask.
     """
@@ -132,7 +132,7 @@ def _positive_pairs(y):
     slot = tf.range(tf.shape(a)[0]) - tf.gather(tf.cumsum(count, exclusive=True), a)
     slot += tf.cast(slot >= tf.gather(position - start, a), tf.int32)  # skip the anchor itself
     p = tf.gather(order, tf.gather(start, a) + slot)
-    return a, p
+    return a, p, count
 
 
 def _first_index_where(condition):
@@ -212,7 +212,7 @@ def select_triplets(embeddings, labels, strategy, alpha=0.2, seed=None, **option
     opts = resolve_options(strategy, options)
     e, y = _prepare(embeddings, labels)
     n = tf.shape(e)[0]
-    a, p = _positive_pairs(y)
+    a, p, per_anchor = _positive_pairs(y)
     if strategy == "random":
         return _stack(a, p, _random_negatives(_seed_pair(seed), y, a))
 
@@ -227,8 +227,7 @@ def select_triplets(embeddings, labels, strategy, alpha=0.2, seed=None, **option
         if opts["hardest_positive"]:
             is_pos = ~is_neg & ~tf.eye(n, dtype=tf.bool)
             hardest_pos = _first_argmax(d, is_pos)
-            anchors, first = tf.unique(a)  # a is sorted: each anchor once, in order
-            del first
+            anchors = tf.cast(tf.where(per_anchor > 0)[:, 0], tf.int32)
             return _stack(anchors, tf.gather(hardest_pos, anchors),
                           tf.gather(hardest_neg, anchors))
         return _stack(a, p, tf.gather(hardest_neg, a))
@@ -237,7 +236,6 @@ def select_triplets(embeddings, labels, strategy, alpha=0.2, seed=None, **option
     d_ap = tf.gather_nd(d, pairs)
     # Pairs laid out on an [N, K] grid (K = most positives of an anchor), +inf padded: every
     # per-pair search below is an [N, K] op, and nothing sorts an [N, N] matrix.
-    per_anchor = tf.math.bincount(a, minlength=n, maxlength=n, dtype=tf.int32)
     slot = tf.range(tf.shape(a)[0]) - tf.gather(tf.cumsum(per_anchor, exclusive=True), a)
     grid_at = tf.stack([a, slot], axis=1)
     grid_shape = tf.stack([n, tf.reduce_max(tf.concat([slot + 1, [1]], 0))])
@@ -323,11 +321,7 @@ class _BandCandidates:
     def choose(self, seed=None):
         """(negative, found) per pair: uniform over the band with a seed, else the hardest
         (smallest d(a,n), then lowest index)."""
-        cand = tf.where(self._is_cand)  # row-major: by anchor, then index
-        keys = _row_keys(cand[:, 0], tf.gather_nd(self._d, cand))
-        order = tf.argsort(keys, stable=True)  # ties keep index order
-        keys = tf.gather(keys, order)
-        negs = tf.cast(tf.gather(cand[:, 1], order), tf.int32)
+        keys, negs = _sorted_candidates(self._d, self._is_cand)
         first = tf.searchsorted(keys, _row_keys(self._a, self._d_ap), side="right",
                                 out_type=tf.int32)  # first with d(a,n) > d(a,p)
         end = tf.searchsorted(keys, _row_keys(self._a, self._d_margin), side="left",
@@ -483,6 +477,15 @@ def _low_column(keys):
     return tf.cast(tf.bitwise.bitwise_and(keys, 0xFFFFFFFF), tf.int32)
 
 
+def _sorted_candidates(d, mask):
+    """The masked (anchor, negative) entries sorted by (anchor, distance, index): their int64
+    keys (_row_keys) and int32 negative indices."""
+    cand = tf.where(mask)  # row-major: by anchor, then index
+    keys = _row_keys(cand[:, 0], tf.gather_nd(d, cand))
+    order = tf.argsort(keys, stable=True)  # stable: ties keep index order
+    return tf.gather(keys, order), tf.cast(tf.gather(cand[:, 1], order), tf.int32)
+
+
 def _all_triplets(d, is_neg, a, p, d_margin, n):
     """Every (a, p, n) with d(a,n) < d(a,p) + alpha, per pair by ascending d(a,n), then index.
 
@@ -490,11 +493,7 @@ def _all_triplets(d, is_neg, a, p, d_margin, n):
     the cost follows the output size rather than N^2 log N.
     """
     reach = tf.math.unsorted_segment_max(d_margin, a, n)
-    cand = tf.where(is_neg & (d < reach[:, None]))
-    cand_keys = _row_keys(cand[:, 0], tf.gather_nd(d, cand))
-    order = tf.argsort(cand_keys, stable=True)  # stable: ties keep index order
-    keys = tf.gather(cand_keys, order)
-    negs = tf.cast(tf.gather(cand[:, 1], order), tf.int32)
+    keys, negs = _sorted_candidates(d, is_neg & (d < reach[:, None]))
     start = tf.searchsorted(keys, tf.cast(a, tf.int64) * 2**32, side="left", out_type=tf.int32)
     counts = tf.searchsorted(keys, _row_keys(a, d_margin), side="left", out_type=tf.int32) - start
     pair_of = tf.repeat(tf.range(tf.shape(a)[0]), counts)

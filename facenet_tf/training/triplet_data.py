@@ -1,7 +1,5 @@
 """tf.data over one mined generation: shards from its manifest -> batches [B, 3, H, W, 3]."""
 
-import os
-
 import numpy as np
 import tensorflow as tf
 
@@ -23,24 +21,24 @@ def generation_shards(generation_dir: str, manifest: dict | None = None) -> list
 def generation_images(generation_dir: str, manifest: dict | None = None):
     """A lookup table image id -> encoded image over the generation's image shards.
 
-    Raises ValueError naming the generation if it lists no image shards, or if a shard holds
-    one id twice with different bytes.
+    Raises ValueError naming the generation if it lists no image shards, if they hold no
+    images, or if they hold one id twice; FileNotFoundError for a listed shard that is missing.
     """
     manifest = manifest or io_utils.read_manifest(generation_dir)
-    names = manifest.get("image_shards")
-    if not names:
+    paths = io_utils.listed_shards(generation_dir, manifest, key="image_shards")
+    if not paths:
         raise ValueError(f"{generation_dir}/{io_utils.MANIFEST_NAME}: no 'image_shards' listed "
                          f"(a generation of triplet format version "
                          f"{manifest.get('format_version', 1)}; this trainer reads version "
                          f"{records.TRIPLET_FORMAT_VERSION}: mine it again)")
-    paths = [os.path.join(generation_dir, n) for n in names]
     ids, encoded = [], []
     ds = tf.data.TFRecordDataset(paths).map(records.parse_image_example)
     for rec in ds.as_numpy_iterator():
         ids.append(rec[records.IMAGE_ID])
         encoded.append(rec[records.ENCODED])
     if not ids:
-        raise ValueError(f"{generation_dir}: its image shards {names} hold no images")
+        raise ValueError(f"{generation_dir}: its image shards {manifest['image_shards']} hold "
+                         "no images")
     if len(set(ids)) != len(ids):
         raise ValueError(f"{generation_dir}: image shards hold duplicate image ids")
     initializer = tf.lookup.KeyValueTensorInitializer(
