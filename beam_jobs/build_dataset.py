@@ -1,7 +1,7 @@
 """Beam job: an identity-per-folder image dataset -> sharded TFRecords of image records.
 
     python -m beam_jobs.build_dataset --input_dir DIR --output_dir OUT [--num_shards N] \
-        [Beam pipeline options, e.g. --runner=DirectRunner --direct_num_workers=2]
+        [Beam pipeline options, e.g. --direct_num_workers=2 or --runner=DataflowRunner ...]
 
 Every file under DIR/<identity>/ is validated and normalised to RGB PNG/JPEG
 (facenet_tf.data.images); bad files are skipped, counted and listed with their reason in the
@@ -25,6 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_jobs import options as job_options
 from facenet_tf import io_utils, runinfo
 from facenet_tf.data import images, records
 
@@ -229,7 +230,7 @@ def build_dataset(input_dir: str, output_dir: str, num_shards: int = DEFAULT_NUM
     start = time.time()
     logging.info("build_dataset: reading %s into %s shards (staging in %s)",
                  input_dir, num_shards, tmp_dir)
-    pipeline = beam.Pipeline(options=pipeline_options or PipelineOptions([]))
+    pipeline = beam.Pipeline(options=job_options.pipeline_options(pipeline_options))
     build_pipeline(pipeline, input_dir, tmp_dir, num_shards)
     result = pipeline.run()
     result.wait_until_finish()

@@ -5,12 +5,13 @@ chosen image once with a model (loaded once per worker), mines each subset's tri
 facenet_tf.mining.select_triplets and writes them as sharded triplet TFRecords; the
 generation's manifest.json is written last, so readers only ever see complete generations.
 
-Runs on the DirectRunner by default; any standard Beam pipeline option (--runner,
---direct_num_workers, --direct_running_mode, --project, --region, --temp_location,
---flink_master, --spark_master_url, ...) may follow the job's own flags. See docs/scaling.md.
+Runs on Beam's in-process FnApiRunner by default (beam_jobs.options); any standard Beam
+pipeline option (--runner, --direct_num_workers, --direct_running_mode, --project, --region,
+--temp_location, --flink_master, --spark_master_url, ...) may follow the job's own flags. See
+docs/scaling.md.
 
   python -m beam_jobs.mine_triplets --dataset DATA --model MODEL --output_dir OUT \
-      [--strategy semi_hard] [--num_subsets 10] [--runner DirectRunner ...]
+      [--strategy semi_hard] [--num_subsets 10] [--runner DataflowRunner ...]
 """
 
 import dataclasses
@@ -25,10 +26,10 @@ import uuid
 import apache_beam as beam
 import numpy as np
 import tensorflow as tf
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils.shared import Shared
 
 from beam_jobs import mining_transforms as mt
+from beam_jobs import options as job_options
 from facenet_tf import io_utils, mining, runinfo
 from facenet_tf.data import records
 from facenet_tf.data.preprocess import PreprocessConfig
@@ -117,12 +118,12 @@ def load_model_info(config: MiningConfig, shared_model: Shared) -> dict:
     The model is loaded through `shared_model`, so in-process workers reuse it; the returned
     dict holds it ("embedder") and must stay referenced while the pipeline runs.
     """
-    from facenet_tf import export
     if not tf.io.gfile.exists(config.model):
         raise FileNotFoundError(f"--model {config.model}: no such file or directory")
+    preprocess = config.preprocess.to_dict() if config.preprocess else None
     try:
-        embedder = shared_model.acquire(
-            lambda: export.load_embedder(config.model, preprocess=config.preprocess))
+        embedder = mt.load_job_embedder(config.model, preprocess, config.batch_size,
+                                        shared_model)
     except Exception as e:
         raise ValueError(f"--model {config.model}: not a loadable embedding model "
                          f"(a SavedModel from facenet_tf.export or a .keras file): {e}") from e
@@ -200,14 +201,6 @@ def build_pipeline(pipeline, config: MiningConfig, shard_paths, subsets, model_t
          | f"Save_{name}" >> beam.Map(mt.write_json, os.path.join(tmp_dir, f"{name}.json")))
 
 
-def _pipeline_options(pipeline_options) -> PipelineOptions:
-    if pipeline_options is None:
-        return PipelineOptions([])
-    if isinstance(pipeline_options, PipelineOptions):
-        return pipeline_options
-    return PipelineOptions(list(pipeline_options))
-
-
 def _query_counters(result) -> dict:
     try:
         metrics = result.metrics().query(
@@ -240,7 +233,7 @@ def _publish_shards(tmp_dir, output_dir, prefix, num_shards, written, count_key)
 def mine_triplets(config: MiningConfig, pipeline_options=None, run_info: dict | None = None):
     """Runs one generation of offline mining into config.output_dir; returns its manifest.
 
-    pipeline_options: None (DirectRunner, in-process), a PipelineOptions, or a list of Beam
+    pipeline_options: None (in-process FnApiRunner), a PipelineOptions, or a list of Beam
     command-line arguments. Raises before the pipeline starts on an unusable dataset or model,
     or if output_dir already holds a complete generation.
     """
@@ -267,8 +260,7 @@ def mine_triplets(config: MiningConfig, pipeline_options=None, run_info: dict | 
     tf.io.gfile.makedirs(config.output_dir)
     tmp_dir = os.path.join(config.output_dir, f".tmp-{uuid.uuid4().hex}")
     tf.io.gfile.makedirs(tmp_dir)
-    options = _pipeline_options(pipeline_options)
-    pipeline = beam.Pipeline(options=options)
+    pipeline = beam.Pipeline(options=job_options.pipeline_options(pipeline_options))
     build_pipeline(pipeline, config, data["shards"], subsets, model_tag, model["preprocess"],
                    tmp_dir, shared_model)
     log.info("mine_triplets: running the pipeline (read, sample, embed, mine, write)")

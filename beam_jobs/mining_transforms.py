@@ -1,6 +1,6 @@
 """The pieces of the offline triplet-mining job: subset sampling, and its Beam DoFns.
 
-Pure, picklable and free of global state, so the same code runs in-process, in DirectRunner
+Pure, picklable and free of global state, so the same code runs in-process, in local
 worker processes and on remote runners. The pipeline itself is wired in beam_jobs.mine_triplets.
 """
 
@@ -16,8 +16,9 @@ import numpy as np
 from facenet_tf.data import records
 
 NAMESPACE = "mine_triplets"
-# Counters of milliseconds spent per stage (summed over workers), for profiling the job.
-DECODE_MS, EMBED_MS, MINE_MS, WRITE_MS = "decode_ms", "embed_ms", "mine_ms", "write_ms"
+# Counters of milliseconds spent per stage (summed over workers), for profiling the job;
+# embed_ms includes decoding and preprocessing the images.
+EMBED_MS, MINE_MS, WRITE_MS = "embed_ms", "mine_ms", "write_ms"
 BAD = "bad"
 STATS = "stats"
 
@@ -137,10 +138,10 @@ def negative_memberships(element):
 class EmbedImages(beam.DoFn):
     """Embeds batches of (ImageRecord, memberships); the model is loaded once per worker.
 
-    Images are decoded and preprocessed with the embedder's own preprocessing, a whole batch
-    per TF call (a batch with a corrupt image is redone image by image, and the corrupt one
-    becomes a bad record), and embedded in fixed-size, zero-padded batches, so an image's
-    embedding does not depend on how Beam happened to batch it.
+    Each batch is decoded, preprocessed with the embedder's own preprocessing and embedded in
+    one TF call, always at the fixed batch size (zero-padded with copies of its first image),
+    so an image's embedding does not depend on how Beam happened to batch it. A batch with an
+    undecodable image is redone image by image, and that image becomes a bad record.
     """
 
     def __init__(self, model_path: str, preprocess_dict: dict | None, batch_size: int,
@@ -149,79 +150,72 @@ class EmbedImages(beam.DoFn):
         self._preprocess_dict = preprocess_dict
         self._batch_size = batch_size
         # A beam.utils.shared.Shared handle: in a process that already loaded the model
-        # through it (the in-process DirectRunner's driver), setup() reuses that model.
+        # through it (the in-process runner's driver), setup() reuses that model.
         self._shared = shared_model
         self._embedded = beam.metrics.Metrics.counter(NAMESPACE, "images_embedded")
         self._bad = beam.metrics.Metrics.counter(NAMESPACE, "bad_records")
-        self._decode_ms = beam.metrics.Metrics.counter(NAMESPACE, DECODE_MS)
         self._embed_ms = beam.metrics.Metrics.counter(NAMESPACE, EMBED_MS)
 
     def setup(self):
         import tensorflow as tf
-        from facenet_tf import export
-        from facenet_tf.data import preprocess
-        config = (preprocess.PreprocessConfig.from_dict(self._preprocess_dict)
-                  if self._preprocess_dict else None)
-        if self._shared is None:
-            self._embedder = export.load_embedder(self._model_path, preprocess=config)
-        else:
-            self._embedder = self._shared.acquire(
-                lambda: export.load_embedder(self._model_path, preprocess=config))
-        config = self._embedder.preprocess
-
-        def one(encoded):
-            return preprocess.preprocess_encoded(encoded, config)
-
-        self._decode = tf.function(one, input_signature=[tf.TensorSpec([], tf.string)])
-        self._decode_batch = tf.function(
-            lambda encoded: tf.map_fn(
-                one, encoded, parallel_iterations=max(2, os.cpu_count() or 1),
-                fn_output_signature=tf.TensorSpec([*config.image_size, 3], tf.float32)),
-            input_signature=[tf.TensorSpec([self._batch_size], tf.string)])
+        self._embedder = load_job_embedder(self._model_path, self._preprocess_dict,
+                                           self._batch_size, self._shared)
         self._op_error = tf.errors.OpError
 
-    def _decode_chunk(self, chunk):
-        """Pixels of a chunk's decodable images, those items, and bad-record entries."""
-        encoded = [record.encoded for record, _ in chunk]
-        try:  # padded with copies of the first image, so there is one traced batch shape
-            pixels = self._decode_batch(
-                encoded + encoded[:1] * (self._batch_size - len(encoded))).numpy()
-            return pixels[:len(chunk)], list(chunk), []
-        except self._op_error:
-            pass
+    def _embed_one_by_one(self, chunk):
+        """Embeddings of a chunk's decodable images, those items, and bad-record entries."""
         pixels, kept, bad = [], [], []
         for item in chunk:
             try:
-                pixels.append(self._decode(item[0].encoded).numpy())
+                pixels.append(self._embedder.preprocess_encoded([item[0].encoded])[0])
             except self._op_error as e:
                 bad.append({"source": item[0].image_id,
                             "reason": "undecodable image: " + _op_message(e)})
                 continue
             kept.append(item)
-        return pixels, kept, bad
+        if not kept:
+            return np.zeros((0, self._embedder.embedding_dim), np.float32), kept, bad
+        pad = [pixels[0]] * (self._batch_size - len(pixels))
+        return self._embedder.embed_pixels(np.stack(pixels + pad))[:len(kept)], kept, bad
 
     def process(self, batch):
         batch = list(batch)
         for start in range(0, len(batch), self._batch_size):
+            chunk = batch[start:start + self._batch_size]
             started = time.perf_counter()
-            pixels, kept, bad = self._decode_chunk(batch[start:start + self._batch_size])
-            self._decode_ms.inc(_ms_since(started))
+            encoded = [record.encoded for record, _ in chunk]
+            try:
+                embeddings = self._embedder.embed_encoded(
+                    encoded + encoded[:1] * (self._batch_size - len(encoded)))[:len(chunk)]
+                kept, bad = chunk, []
+            except self._op_error:
+                embeddings, kept, bad = self._embed_one_by_one(chunk)
+            self._embed_ms.inc(_ms_since(started))
             for entry in bad:
                 self._bad.inc()
                 yield beam.pvalue.TaggedOutput(BAD, entry)
-            n = len(kept)
-            if n == 0:
-                continue
-            chunk = np.stack(pixels)
-            if n < self._batch_size:
-                pad = np.zeros((self._batch_size - n,) + chunk.shape[1:], chunk.dtype)
-                chunk = np.concatenate([chunk, pad])
-            started = time.perf_counter()
-            embeddings = np.asarray(self._embedder.embed_pixels(chunk))[:n]
-            self._embed_ms.inc(_ms_since(started))
-            self._embedded.inc(n)
+            self._embedded.inc(len(kept))
             for (record, memberships), embedding in zip(kept, embeddings):
                 yield record, memberships, embedding.astype(np.float32)
+
+
+def load_job_embedder(model_path: str, preprocess_dict: dict | None, batch_size: int,
+                      shared_model=None):
+    """The job's embedder (facenet_tf.export.load_embedder), through `shared_model` if given.
+
+    The job always embeds whole batches of batch_size, so a `.keras` model's XLA build for
+    small batches is left out unless batch_size is small.
+    """
+    from facenet_tf import export
+    from facenet_tf.data import preprocess
+    from facenet_tf.models.inference import XLA_MAX_BATCH
+    config = preprocess.PreprocessConfig.from_dict(preprocess_dict) if preprocess_dict else None
+    xla = XLA_MAX_BATCH if batch_size <= XLA_MAX_BATCH else 0
+
+    def load():
+        return export.load_embedder(model_path, preprocess=config, xla_max_batch=xla)
+
+    return load() if shared_model is None else shared_model.acquire(load)
 
 
 def _ms_since(started: float) -> int:

@@ -114,7 +114,7 @@ def main(argv):
         FLAGS.heldout_identities, FLAGS.seed)
     print(f"{len(train_ids)} training identities, {len(heldout_ids)} held out: {heldout_ids}")
 
-    stage("2/6 ingest the training identities (beam_jobs.build_dataset, DirectRunner)")
+    stage("2/6 ingest the training identities (beam_jobs.build_dataset, in-process)")
     dataset_dir = os.path.join(work, "dataset")
     manifest = build_dataset(os.path.join(split_dir, "train"), dataset_dir, num_shards=4)
     print(f"{manifest['num_images']} images of {manifest['num_identities']} identities, "

@@ -189,10 +189,18 @@ class Embedder:
         self.embedding_dim = embedding_dim
         self.source = source
         self._preprocess_batch = tf.function(
-            lambda images: tf.map_fn(
-                lambda b: pp.preprocess_encoded(b, preprocess), images,
-                fn_output_signature=tf.TensorSpec([*preprocess.image_size, 3], tf.float32)),
-            input_signature=[tf.TensorSpec([None], tf.string)])
+            self._decode_batch, input_signature=[tf.TensorSpec([None], tf.string)],
+            autograph=False)
+        # Decoding and embedding in one call: no pixel round trip through NumPy.
+        self._encoded_fn = tf.function(
+            lambda images: pixels_fn(self._decode_batch(images)),
+            input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+
+    def _decode_batch(self, images):
+        return tf.map_fn(
+            lambda b: pp.preprocess_encoded(b, self.preprocess), images,
+            fn_output_signature=tf.TensorSpec([*self.preprocess.image_size, 3], tf.float32),
+            parallel_iterations=max(2, os.cpu_count() or 1))
 
     @property
     def threshold(self) -> float | None:
@@ -216,7 +224,12 @@ class Embedder:
         images = tf.constant(images, dtype=tf.string)
         if self._bytes_fn is not None:
             return np.asarray(self._bytes_fn(images))
-        return self.embed_pixels(self._preprocess_batch(images))
+        return np.asarray(self._encoded_fn(images))
+
+    def preprocess_encoded(self, images) -> np.ndarray:
+        """A list of encoded images -> float32 [B, H, W, 3] model inputs (this embedder's
+        preprocessing); raises tf.errors.OpError if one does not decode."""
+        return np.asarray(self._preprocess_batch(tf.constant(list(images), dtype=tf.string)))
 
 
 def _signature_output(fn, **kwargs):
@@ -248,7 +261,8 @@ def _load_saved_model(path: str, preprocess: pp.PreprocessConfig | None) -> Embe
     return embedder
 
 
-def _load_keras(path: str, preprocess: pp.PreprocessConfig | None) -> Embedder:
+def _load_keras(path: str, preprocess: pp.PreprocessConfig | None,
+                xla_max_batch: int | None = None) -> Embedder:
     import keras
     try:  # registers the project's custom layers, if the models package is present
         import facenet_tf.models  # noqa: F401
@@ -263,8 +277,9 @@ def _load_keras(path: str, preprocess: pp.PreprocessConfig | None) -> Embedder:
         if h is None or w is None:
             raise ValueError(f"{path}: the model has no fixed input size; pass a PreprocessConfig")
         preprocess = pp.PreprocessConfig(image_size=(h, w), standardization="fixed")
-    from facenet_tf.models.inference import inference_function
-    fn = inference_function(model, preprocess.image_size)
+    from facenet_tf.models.inference import XLA_MAX_BATCH, inference_function
+    fn = inference_function(model, preprocess.image_size,
+                            XLA_MAX_BATCH if xla_max_batch is None else xla_max_batch)
     metadata = {"format_version": METADATA_VERSION, "input_size": list(preprocess.image_size),
                 "preprocess": preprocess.to_dict(), "embedding_dim": int(model.output_shape[-1]),
                 "step": None, "threshold": None, "fingerprint": weights_fingerprint(model),
@@ -276,12 +291,15 @@ def _load_keras(path: str, preprocess: pp.PreprocessConfig | None) -> Embedder:
     return embedder
 
 
-def load_embedder(path, preprocess: pp.PreprocessConfig | None = None) -> Embedder:
+def load_embedder(path, preprocess: pp.PreprocessConfig | None = None,
+                  xla_max_batch: int | None = None) -> Embedder:
     """Loads a SavedModel written by export_saved_model, or a Keras `.keras` file.
 
     `preprocess` overrides the export's preprocessing (then encoded images are preprocessed
     outside the serving graph); for a `.keras` file it defaults to the model's input size with
-    "fixed" standardisation and no crop.
+    "fixed" standardisation and no crop. `xla_max_batch` (`.keras` only; default
+    facenet_tf.models.inference.XLA_MAX_BATCH): batches up to this size run XLA-compiled; 0
+    leaves out the XLA build, for callers whose batches are always larger (it costs start-up).
     """
     if isinstance(path, Embedder):
         return path
@@ -294,7 +312,7 @@ def load_embedder(path, preprocess: pp.PreprocessConfig | None = None) -> Embedd
             raise ValueError(f"{path}: a directory without saved_model.pb, not a SavedModel")
         return _load_saved_model(path, preprocess)
     if path.endswith(".keras"):
-        return _load_keras(path, preprocess)
+        return _load_keras(path, preprocess, xla_max_batch)
     raise ValueError(f"{path}: not a model (expected a SavedModel directory or a .keras file)")
 
 

@@ -76,7 +76,7 @@ def _define_flags():
                      "augmentation.")
     f.DEFINE_list("beam_pipeline_args", [], "Beam pipeline options for the miner, comma-"
                   "separated, e.g. --runner=DataflowRunner,--project=P,--region=R,"
-                  "--temp_location=gs://B/tmp (default: in-process DirectRunner).")
+                  "--temp_location=gs://B/tmp (default: in-process FnApiRunner).")
     f.DEFINE_integer("verbose", None, "Keras progress: 1 bar, 2 one line per epoch (default: 1 "
                      "on a terminal, 2 in logs).")
 

@@ -1,0 +1,34 @@
+"""beam_jobs.options: the jobs' runner default."""
+
+import logging
+
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from beam_jobs import options
+from beam_jobs.mine_triplets import mine_triplets
+from tests.beam_jobs.test_mine_triplets import whole_dataset_config
+
+
+def test_runner_defaults_to_the_in_process_fn_api_runner():
+    for given in (None, [], PipelineOptions([]), ["--direct_num_workers=2"]):
+        assert options.pipeline_options(given).view_as(StandardOptions).runner == "FnApiRunner"
+    got = options.pipeline_options(["--direct_num_workers=2",
+                                    "--direct_running_mode=multi_processing"])
+    assert got.view_as(DirectOptions).direct_num_workers == 2
+    assert got.view_as(DirectOptions).direct_running_mode == "multi_processing"
+
+
+def test_an_explicit_runner_is_kept():
+    for runner in ("DirectRunner", "DataflowRunner", "PortableRunner"):
+        got = options.pipeline_options([f"--runner={runner}"])
+        assert got.view_as(StandardOptions).runner == runner
+    given = PipelineOptions(["--runner=FlinkRunner"])
+    assert options.pipeline_options(given) is given
+
+
+def test_a_default_run_never_tries_prism(tiny_dataset, tiny_model_path, tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        manifest = mine_triplets(whole_dataset_config(tiny_dataset, tiny_model_path,
+                                                      tmp_path / "gen", "hard"))
+    assert manifest["num_triplets"] > 0
+    assert not [r for r in caplog.records if "prism" in r.getMessage().lower()]
