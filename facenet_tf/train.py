@@ -29,6 +29,9 @@ def _define_flags():
     f.DEFINE_list("input_shape", None, "Model input HEIGHT,WIDTH (default: the architecture's).")
     f.DEFINE_float("crop_fraction", 1.0, "Center-crop fraction of the image before resizing.")
     f.DEFINE_boolean("augment", False, "Seeded random crop, flip, brightness and contrast.")
+    f.DEFINE_float("decoded_cache_mb", cfg.TrainConfig.decoded_cache_mb, "Offline mining: a "
+                   "generation's images are decoded once and kept in memory when they fit in "
+                   "this many MB (each is used by many triplets); else decoded on every use.")
     f.DEFINE_float("alpha", 0.2, "Triplet margin alpha on squared L2 distances.")
     f.DEFINE_enum("mining", "offline", list(cfg.MINING_MODES),
                   "offline: Beam-mined triplet generations (the paper's); online: in-batch "

@@ -45,6 +45,7 @@ class TrainConfig:
     async_mining: bool = False
     beam_pipeline_args: tuple = ()
     shuffle_buffer: int = 2048
+    decoded_cache_mb: float = 1024.0
     verbose: int | None = None
 
     def __post_init__(self):
@@ -68,7 +69,7 @@ class TrainConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("steps", "num_cpu_replicas"):
+        for name in ("steps", "num_cpu_replicas", "decoded_cache_mb"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.learning_rate <= 0:

@@ -297,7 +297,8 @@ def _offline_loop(config, model, embedder, preprocess, state, checkpointer, writ
             return triplet_data.triplet_dataset(
                 gen_dir, preprocess, config.batch_size, seed=mining_seed(gen),
                 start_batch=state.data_position, shuffle_buffer=config.shuffle_buffer,
-                augment=AugmentConfig() if config.augment else None)
+                augment=AugmentConfig() if config.augment else None,
+                decoded_cache_mb=config.decoded_cache_mb)
 
         logger.info("generation %d: steps %d..%d on %s", gen, state.step, gen_end, gen_dir)
         _fit(config, model, make_dataset, state, checkpointer, writer, gen_end)

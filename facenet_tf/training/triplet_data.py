@@ -18,11 +18,20 @@ def generation_shards(generation_dir: str, manifest: dict | None = None) -> list
     return paths
 
 
-def generation_images(generation_dir: str, manifest: dict | None = None):
-    """A lookup table image id -> encoded image over the generation's image shards.
+# Decoded generation images are kept in memory up to this many bytes (else decoded per use).
+DEFAULT_DECODED_CACHE_MB = 1024
 
-    Raises ValueError naming the generation if it lists no image shards, if they hold no
-    images, or if they hold one id twice; FileNotFoundError for a listed shard that is missing.
+
+def generation_images(generation_dir: str, manifest: dict | None = None,
+                      decoded_cache_mb: float = DEFAULT_DECODED_CACHE_MB):
+    """A function image id (string tensor) -> uint8 [H, W, 3] over the generation's images.
+
+    A mined generation uses each image in many triplets, so when the decoded images fit in
+    `decoded_cache_mb` (by the sizes their records state) they are decoded once, here, and
+    looked up; otherwise each use decodes the stored bytes. Both give the same pixels. Raises
+    ValueError naming the generation if it lists no image shards, if they hold no images or
+    one id twice, or naming the image that does not decode; FileNotFoundError for a listed
+    shard that is missing. The lookup fails naming an id the image shards do not hold.
     """
     manifest = manifest or io_utils.read_manifest(generation_dir)
     paths = io_utils.listed_shards(generation_dir, manifest, key="image_shards")
@@ -31,37 +40,79 @@ def generation_images(generation_dir: str, manifest: dict | None = None):
                          f"(a generation of triplet format version "
                          f"{manifest.get('format_version', 1)}; this trainer reads version "
                          f"{records.TRIPLET_FORMAT_VERSION}: mine it again)")
-    ids, encoded = [], []
+    ids, encoded, decoded_bytes = [], [], 0
     ds = tf.data.TFRecordDataset(paths).map(records.parse_image_example)
     for rec in ds.as_numpy_iterator():
         ids.append(rec[records.IMAGE_ID])
         encoded.append(rec[records.ENCODED])
+        decoded_bytes += int(rec[records.HEIGHT]) * int(rec[records.WIDTH]) * 3
     if not ids:
         raise ValueError(f"{generation_dir}: its image shards {manifest['image_shards']} hold "
                          "no images")
     if len(set(ids)) != len(ids):
         raise ValueError(f"{generation_dir}: image shards hold duplicate image ids")
-    initializer = tf.lookup.KeyValueTensorInitializer(
-        tf.constant(np.array(ids, dtype=object), tf.string),
-        tf.constant(np.array(encoded, dtype=object), tf.string))
-    return tf.lookup.StaticHashTable(initializer, default_value="")
+    keys = tf.constant(np.array(ids, dtype=object), tf.string)
+
+    def table(values, dtype, default):
+        initializer = tf.lookup.KeyValueTensorInitializer(keys, tf.constant(values, dtype))
+        return tf.lookup.StaticHashTable(initializer, default_value=default)
+
+    def checked(value, image_id):
+        found = tf.debugging.Assert(tf.strings.length(value) > 0, [
+            "triplet record refers to image id", image_id,
+            f"which the image shards of {generation_dir} do not hold"])
+        with tf.control_dependencies([found]):
+            return tf.identity(value)
+
+    if decoded_bytes > decoded_cache_mb * 2**20:
+        stored = table(np.array(encoded, dtype=object), tf.string, "")
+        return lambda image_id: decode_image(checked(stored.lookup(image_id), image_id))
+
+    pixels = _decode_all(generation_dir, ids, encoded)
+    raw = table(np.array([p.tobytes() for p in pixels], dtype=object), tf.string, "")
+    heights = table(np.array([p.shape[0] for p in pixels], np.int64), tf.int64, 0)
+    widths = table(np.array([p.shape[1] for p in pixels], np.int64), tf.int64, 0)
+
+    def lookup(image_id):
+        flat = tf.io.decode_raw(checked(raw.lookup(image_id), image_id), tf.uint8)
+        return tf.reshape(flat, tf.stack([heights.lookup(image_id), widths.lookup(image_id), 3]))
+
+    return lookup
+
+
+def _decode_all(generation_dir: str, ids, encoded) -> list:
+    """Every image decoded (uint8 [H, W, 3] arrays, in order); ValueError naming one that fails."""
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(np.array(encoded, dtype=object),
+                                                        tf.string))
+    ds = ds.map(decode_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    out = []
+    iterator = iter(ds)
+    for image_id in ids:
+        try:
+            out.append(next(iterator).numpy())
+        except tf.errors.OpError as e:
+            raise ValueError(f"{generation_dir}: image {image_id.decode(errors='replace')} of its "
+                             f"image shards does not decode: {e.message.splitlines()[0]}") from e
+    return out
 
 
 def triplet_dataset(generation_dir: str, preprocess: PreprocessConfig, batch_size: int,
                     seed: int, start_batch: int = 0, shuffle_buffer: int = 2048,
-                    augment: aug.AugmentConfig | None = None) -> tf.data.Dataset:
+                    augment: aug.AugmentConfig | None = None,
+                    decoded_cache_mb: float = DEFAULT_DECODED_CACHE_MB) -> tf.data.Dataset:
     """Endless, seeded, shuffled batches (x [B, 3, H, W, 3] float32, dummy y [B]).
 
     The stream is a pure function of (generation, seed): `start_batch` resumes it exactly where
     a previous run stopped. With `augment`, each image's augmentation seed comes from its
-    position in the stream, so resuming reproduces it too.
+    position in the stream, so resuming reproduces it too. `decoded_cache_mb`: see
+    generation_images.
     """
     manifest = io_utils.read_manifest(generation_dir)
     files = generation_shards(generation_dir, manifest)
     if manifest.get("num_triplets") == 0:
         raise ValueError(f"{generation_dir}: the generation holds no triplets (no anchor-positive "
                          "pair found a negative under the mining rule); nothing to train on")
-    image_table = generation_images(generation_dir, manifest)
+    image_of = generation_images(generation_dir, manifest, decoded_cache_mb)
     ds = tf.data.TFRecordDataset(files)
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.enumerate().skip(int(start_batch) * int(batch_size))
@@ -70,13 +121,7 @@ def triplet_dataset(generation_dir: str, preprocess: PreprocessConfig, batch_siz
         parsed = records.parse_triplet_example(serialized)
         images = []
         for r, role in enumerate(records.ROLES):
-            image_id = parsed[f"{role}/id"]
-            encoded = image_table.lookup(image_id)
-            found = tf.debugging.Assert(tf.strings.length(encoded) > 0, [
-                "triplet record refers to image id", image_id,
-                f"which the image shards of {generation_dir} do not hold"])
-            with tf.control_dependencies([found]):
-                image = decode_image(encoded)
+            image = image_of(parsed[f"{role}/id"])
             if augment is None:
                 images.append(preprocess_image(image, preprocess))
             else:
