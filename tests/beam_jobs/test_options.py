@@ -5,8 +5,7 @@ import logging
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from beam_jobs import options
-from beam_jobs.mine_triplets import mine_triplets
-from tests.beam_jobs.test_mine_triplets import whole_dataset_config
+from beam_jobs.mine_triplets import MiningConfig, mine_triplets
 
 
 def test_runner_defaults_to_the_in_process_fn_api_runner():
@@ -28,7 +27,8 @@ def test_an_explicit_runner_is_kept():
 
 def test_a_default_run_never_tries_prism(tiny_dataset, tiny_model_path, tmp_path, caplog):
     with caplog.at_level(logging.INFO):
-        manifest = mine_triplets(whole_dataset_config(tiny_dataset, tiny_model_path,
-                                                      tmp_path / "gen", "hard"))
+        manifest = mine_triplets(MiningConfig(
+            dataset=tiny_dataset, model=tiny_model_path, output_dir=str(tmp_path / "gen"),
+            strategy="hard", num_subsets=1, batch_size=8))
     assert manifest["num_triplets"] > 0
     assert not [r for r in caplog.records if "prism" in r.getMessage().lower()]
