@@ -139,7 +139,7 @@ class EmbedImages(beam.DoFn):
     """Embeds batches of (ImageRecord, memberships); the model is loaded once per worker.
 
     Each batch is decoded, preprocessed with the embedder's own preprocessing and embedded in
-    one TF call, always at the fixed batch size (zero-padded with copies of its first image),
+    one TF call, always at the fixed batch size (padded with copies of its first image),
     so an image's embedding does not depend on how Beam happened to batch it. A batch with an
     undecodable image is redone image by image, and that image becomes a bad record.
     """

@@ -9,9 +9,9 @@ DEFAULT_RUNNER = "FnApiRunner"
 
 
 def pipeline_options(options=None) -> PipelineOptions:
-    """PipelineOptions from None, a list of Beam command-line arguments or PipelineOptions;
-    the runner defaults to DEFAULT_RUNNER (--direct_num_workers and --direct_running_mode
-    still apply)."""
+    """PipelineOptions from None, a list of Beam command-line arguments or PipelineOptions
+    (returned, with the runner set on it if it had none); the runner defaults to
+    DEFAULT_RUNNER, with which --direct_num_workers and --direct_running_mode still apply."""
     if options is None:
         options = PipelineOptions([])
     elif not isinstance(options, PipelineOptions):
