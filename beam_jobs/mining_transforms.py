@@ -175,8 +175,11 @@ class EmbedImages(beam.DoFn):
             kept.append(item)
         if not kept:
             return np.zeros((0, self._embedder.embedding_dim), np.float32), kept, bad
-        pad = [pixels[0]] * (self._batch_size - len(pixels))
-        return self._embedder.embed_pixels(np.stack(pixels + pad))[:len(kept)], kept, bad
+        return self._embedder.embed_pixels(np.stack(self._padded(pixels)))[:len(kept)], kept, bad
+
+    def _padded(self, items: list) -> list:
+        """items topped up to batch_size with copies of the first (one traced batch shape)."""
+        return items + items[:1] * (self._batch_size - len(items))
 
     def process(self, batch):
         batch = list(batch)
@@ -185,8 +188,7 @@ class EmbedImages(beam.DoFn):
             started = time.perf_counter()
             encoded = [record.encoded for record, _ in chunk]
             try:
-                embeddings = self._embedder.embed_encoded(
-                    encoded + encoded[:1] * (self._batch_size - len(encoded)))[:len(chunk)]
+                embeddings = self._embedder.embed_encoded(self._padded(encoded))[:len(chunk)]
                 kept, bad = chunk, []
             except self._op_error:
                 embeddings, kept, bad = self._embed_one_by_one(chunk)

@@ -277,9 +277,8 @@ def _load_keras(path: str, preprocess: pp.PreprocessConfig | None,
         if h is None or w is None:
             raise ValueError(f"{path}: the model has no fixed input size; pass a PreprocessConfig")
         preprocess = pp.PreprocessConfig(image_size=(h, w), standardization="fixed")
-    from facenet_tf.models.inference import XLA_MAX_BATCH, inference_function
-    fn = inference_function(model, preprocess.image_size,
-                            XLA_MAX_BATCH if xla_max_batch is None else xla_max_batch)
+    from facenet_tf.models.inference import inference_function
+    fn = inference_function(model, preprocess.image_size, xla_max_batch)
     metadata = {"format_version": METADATA_VERSION, "input_size": list(preprocess.image_size),
                 "preprocess": preprocess.to_dict(), "embedding_dim": int(model.output_shape[-1]),
                 "step": None, "threshold": None, "fingerprint": weights_fingerprint(model),

@@ -115,14 +115,15 @@ def fold_batch_norm(model: keras.Model) -> tuple[keras.Model, int]:
     return folded, len(folds)
 
 
-def inference_function(model: keras.Model, image_size=None, xla_max_batch: int = XLA_MAX_BATCH):
+def inference_function(model: keras.Model, image_size=None, xla_max_batch: int | None = None):
     """A `tf.function` float32 pixels [batch, h, w, c] -> L2-normalised float32 embeddings,
     computing what `model(pixels, training=False)` does with the model folded and frozen.
 
     Batches of up to `xla_max_batch` images run an XLA-compiled build (compiled once per batch
-    size), larger ones the plain graph; 0 turns XLA off. The returned function holds no
-    variables, so it also serves as a SavedModel signature.
+    size), larger ones the plain graph; 0 turns XLA off, None means XLA_MAX_BATCH. The
+    returned function holds no variables, so it also serves as a SavedModel signature.
     """
+    xla_max_batch = XLA_MAX_BATCH if xla_max_batch is None else int(xla_max_batch)
     folded, _ = fold_batch_norm(model)
     shape = model.input_shape
     h, w = image_size or shape[1:3]

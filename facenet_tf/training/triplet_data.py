@@ -7,6 +7,7 @@ from facenet_tf import io_utils
 from facenet_tf.data import records
 from facenet_tf.data import augment as aug
 from facenet_tf.data.preprocess import PreprocessConfig, decode_image, preprocess_image
+from facenet_tf.training.config import TrainConfig
 
 
 def generation_shards(generation_dir: str, manifest: dict | None = None) -> list[str]:
@@ -18,8 +19,8 @@ def generation_shards(generation_dir: str, manifest: dict | None = None) -> list
     return paths
 
 
-# Decoded generation images are kept in memory up to this many bytes (else decoded per use).
-DEFAULT_DECODED_CACHE_MB = 1024
+# Decoded generation images are kept in memory up to this many MB (else decoded per use).
+DEFAULT_DECODED_CACHE_MB = TrainConfig.decoded_cache_mb
 
 
 def generation_images(generation_dir: str, manifest: dict | None = None,
