@@ -243,27 +243,41 @@ def by_image_shard(element, num_shards: int):
     yield stable_hash("image", record.image_id) % num_shards, record
 
 
-def pair_statistics(distances: np.ndarray, labels: np.ndarray, alpha: float):
-    """Ordered anchor-positive pairs among labels >= 0, and how many have a semi-hard negative.
+def anchor_positive_pairs(labels: np.ndarray) -> int:
+    """Ordered anchor-positive pairs (a != p, same label) among the labels >= 0."""
+    _, counts = np.unique(labels[labels >= 0], return_counts=True)
+    return int(np.sum(counts * (counts - 1)))
 
-    A semi-hard negative n of pair (a, p): label(n) != label(a) and
-    d(a,p) < d(a,n) < d(a,p) + alpha (squared distances).
+
+def selection_function(strategy: str, alpha: float, options: dict):
+    """A tf.function (embeddings, labels, seed pair) -> (triplets, squared distances, number
+    of anchor-positive pairs with a semi-hard negative), traced once per worker for every
+    subset size, so mining a subset is one TF call instead of a few hundred eager ops.
+
+    The semi-hard count comes from facenet_tf.mining's own semi-hard rule: it is the number of
+    semi_hard triplets (one per pair whose band d(a,p) < d(a,n) < d(a,p) + alpha is not empty);
+    for any other selection a second, deterministic semi_hard selection is counted.
     """
-    pairs = with_semi_hard = 0
-    for a in range(len(labels)):
-        if labels[a] < 0:
-            continue
-        same = labels == labels[a]
-        positives = np.flatnonzero(same & (np.arange(len(labels)) != a))
-        if positives.size == 0:
-            continue
-        negatives = np.sort(distances[a, ~same])
-        d_ap = distances[a, positives]
-        lo = np.searchsorted(negatives, d_ap, side="right")
-        hi = np.searchsorted(negatives, d_ap + alpha, side="left")
-        pairs += positives.size
-        with_semi_hard += int(np.sum(hi > lo))
-    return pairs, with_semi_hard
+    import tensorflow as tf
+    from facenet_tf import mining
+    resolved = mining.resolve_options(strategy, options)
+    counts_semi_hard = strategy == "semi_hard" and resolved["fallback"] == "skip"
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32),
+                                  tf.TensorSpec([None], tf.int32),
+                                  tf.TensorSpec([2], tf.int32)], autograph=False)
+    def select(embeddings, labels, seed):
+        triplets = mining.select_triplets(embeddings, labels, strategy, alpha=alpha, seed=seed,
+                                          **options)
+        if counts_semi_hard:
+            semi_hard = triplets
+        else:
+            semi_hard = mining.select_triplets(embeddings, labels, "semi_hard", alpha=alpha,
+                                               seed=seed, choose="hardest")
+        return (triplets, mining.pairwise_squared_distances(embeddings),
+                tf.shape(semi_hard)[0])
+
+    return select
 
 
 @beam.typehints.with_output_types(tuple[int, list])  # main output (not the tagged stats)
@@ -286,9 +300,10 @@ class MineSubset(beam.DoFn):
         self._triplets = beam.metrics.Metrics.counter(NAMESPACE, "triplets_mined")
         self._mine_ms = beam.metrics.Metrics.counter(NAMESPACE, MINE_MS)
 
+    def setup(self):
+        self._select = selection_function(self._strategy, self._alpha, self._options)
+
     def process(self, element):
-        import tensorflow as tf
-        from facenet_tf import mining
         started = time.perf_counter()
         subset, items = element
         items = sorted(items, key=lambda item: (item[0], item[2]))
@@ -296,16 +311,17 @@ class MineSubset(beam.DoFn):
         identity = [int(item[1]) for item in items]
         labels = np.array([item[2] for item in items], np.int32)
         embeddings = np.stack([item[3] for item in items]).astype(np.float32)
-        distances = mining.pairwise_squared_distances(tf.constant(embeddings)).numpy()
-        pairs, with_semi_hard = pair_statistics(distances, labels, self._alpha)
-        triplets = np.zeros((0, 3), np.int32)
+        pairs = anchor_positive_pairs(labels)
+        triplets, with_semi_hard = np.zeros((0, 3), np.int64), 0
+        d_ap = d_an = np.zeros(0)
         if pairs:
-            triplets = mining.select_triplets(
-                tf.constant(embeddings), tf.constant(labels), self._strategy, alpha=self._alpha,
-                seed=derive_seed(self._seed, "subset", subset), **self._options)
+            seed = derive_seed(self._seed, "subset", subset)
+            triplets, distances, with_semi_hard = self._select(
+                embeddings, labels, np.array([seed, 0], np.int32))
             triplets = np.asarray(triplets, np.int64).reshape(-1, 3)
-        d_ap = distances[triplets[:, 0], triplets[:, 1]].astype(float)
-        d_an = distances[triplets[:, 0], triplets[:, 2]].astype(float)
+            distances = np.asarray(distances)
+            d_ap = distances[triplets[:, 0], triplets[:, 1]].astype(float)
+            d_an = distances[triplets[:, 0], triplets[:, 2]].astype(float)
         per_shard = {}
         for (a, p, n), ap, an in zip(triplets.tolist(), d_ap.tolist(), d_an.tolist()):
             key = stable_hash(self._seed, subset, ids[a], ids[p], ids[n])
@@ -320,7 +336,7 @@ class MineSubset(beam.DoFn):
         yield beam.pvalue.TaggedOutput(STATS, {
             "subset": subset, "images": len(ids),
             "identities": len({int(l) for l in labels if l >= 0}),
-            "anchor_positive_pairs": pairs, "pairs_with_semi_hard_negative": with_semi_hard,
+            "anchor_positive_pairs": pairs, "pairs_with_semi_hard_negative": int(with_semi_hard),
             "triplets": len(triplets), "sum_d_ap": float(d_ap.sum()),
             "sum_d_an": float(d_an.sum())})
 

@@ -175,15 +175,35 @@ def test_semi_hard_triplets_satisfy_the_rule_and_counts_match(tiny_dataset, tiny
 
 
 def test_hard_negatives_are_the_nearest_other_identity(tiny_dataset, tiny_model_path, tmp_path):
-    mine_triplets(whole_dataset_config(tiny_dataset, tiny_model_path, tmp_path / "gen", "hard"))
+    alpha = 0.002  # selective for the manifest's semi-hard statistic; "hard" ignores it
+    mine_triplets(whole_dataset_config(tiny_dataset, tiny_model_path, tmp_path / "gen", "hard",
+                                       alpha=alpha))
 
     def hard(a, p, n, d, members, labels):
         nearest = min(d[a, x] for x in members if labels[x] != labels[a])
         return d[a, n] <= nearest + TOL
 
-    manifest, rows, _ = check_generation(tiny_dataset, tiny_model_path, tmp_path / "gen", 0.2,
+    manifest, rows, d = check_generation(tiny_dataset, tiny_model_path, tmp_path / "gen", alpha,
                                          hard)
     assert len(rows) == manifest["num_anchor_positive_pairs"]  # one per ordered pair
+    # The manifest's share of pairs with a semi-hard negative, for a strategy that does not
+    # select them: every pair counted by a loop here, give or take pairs within TOL of a band
+    # edge (the job's float32 distances may fall on either side).
+    labels = {r["anchor/id"]: r["anchor/label"] for r in rows}
+    ids = sorted(labels)
+    clear = near_edge = 0
+    for a, p in itertools.permutations(ids, 2):
+        if labels[a] != labels[p]:
+            continue
+        others = [n for n in ids if labels[n] != labels[a]]
+        if any(d[a, p] + TOL < d[a, n] < d[a, p] + alpha - TOL for n in others):
+            clear += 1
+        elif any(d[a, p] - TOL < d[a, n] < d[a, p] + alpha + TOL for n in others):
+            near_edge += 1
+    with_semi_hard = round(manifest["semi_hard_pair_fraction"]
+                           * manifest["num_anchor_positive_pairs"])
+    assert 0 < clear <= with_semi_hard <= clear + near_edge
+    assert with_semi_hard < manifest["num_anchor_positive_pairs"]
 
 
 def test_all_triplets_violate_the_margin(tiny_dataset, tiny_model_path, tmp_path):

@@ -49,22 +49,43 @@ def test_num_subsets_for_fraction():
     assert mt.num_subsets_for_fraction(100, 10, 0.01) == 1
 
 
-def test_pair_statistics_matches_a_triple_loop():
-    rng = np.random.default_rng(0)
-    labels = np.array([0, 0, 0, 1, 1, 2, -1, -2, 2, 2])
-    points = rng.normal(size=(len(labels), 3))
-    d = ((points[:, None, :] - points[None, :, :]) ** 2).sum(-1)
-    alpha = 0.8
-    pairs = semi = 0
+def test_anchor_positive_pairs_counts_ordered_pairs_of_real_identities():
+    labels = np.array([0, 0, 0, 1, 1, 2, -1, -2, 2, 2, 7])
+    # identity 0: 3 images -> 6 ordered pairs; 1: 2 -> 2; 2: 3 -> 6; 7 alone and the
+    # negative (extra-negative) labels give none.
+    assert mt.anchor_positive_pairs(labels) == 14
+    assert mt.anchor_positive_pairs(np.array([-1, -2, 3])) == 0
+
+
+def _semi_hard_pairs_loop(d, labels, alpha):
+    """Pairs (a, p) of one identity with some n of another one in d(a,p) < d(a,n) < d(a,p)+alpha."""
+    found = 0
     for a, p in itertools.permutations(range(len(labels)), 2):
         if labels[a] < 0 or labels[a] != labels[p]:
             continue
-        pairs += 1
-        semi += any(labels[n] != labels[a] and d[a, p] < d[a, n] < d[a, p] + alpha
-                    for n in range(len(labels)))
-    assert pairs == 3 * 2 + 2 + 3 * 2
-    assert mt.pair_statistics(d, labels, alpha) == (pairs, semi)
-    assert 0 < semi < pairs  # the case exercises both outcomes
+        found += any(labels[n] != labels[a] and d[a, p] < d[a, n] < d[a, p] + alpha
+                     for n in range(len(labels)))
+    return found
+
+
+@pytest.mark.parametrize("strategy", ["semi_hard", "hard", "all", "random"])
+def test_selection_function_counts_pairs_with_a_semi_hard_negative(strategy):
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 0, 0, 1, 1, 2, -1, -2, 2, 2], np.int32)
+    points = rng.normal(size=(len(labels), 3)).astype(np.float32)
+    alpha = 0.8
+    select = mt.selection_function(strategy, alpha, {})
+    triplets, d, semi = select(points, labels, np.array([3, 0], np.int32))
+    d = np.asarray(d)
+    expected_d = ((points[:, None, :] - points[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_allclose(d, expected_d, atol=1e-5)
+    expected = _semi_hard_pairs_loop(d, labels, alpha)
+    assert 0 < expected < mt.anchor_positive_pairs(labels)  # the case has both outcomes
+    assert int(semi) == expected
+    # The triplets are those of the shared selection code, whatever the compiled wrapper.
+    from facenet_tf import mining
+    direct = mining.select_triplets(points, labels, strategy, alpha=alpha, seed=[3, 0])
+    np.testing.assert_array_equal(np.asarray(triplets), np.asarray(direct))
 
 
 def test_parse_record_tags_garbage_as_bad():
