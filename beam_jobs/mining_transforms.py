@@ -4,6 +4,7 @@ Pure, picklable and free of global state, so the same code runs in-process, in l
 worker processes and on remote runners. The pipeline itself is wired in beam_jobs.mine_triplets.
 """
 
+import functools
 import hashlib
 import logging
 import os
@@ -251,15 +252,22 @@ def anchor_positive_pairs(labels: np.ndarray) -> int:
 
 def selection_function(strategy: str, alpha: float, options: dict):
     """A tf.function (embeddings, labels, seed pair) -> (triplets, squared distances, number
-    of anchor-positive pairs with a semi-hard negative), traced once per worker for every
-    subset size, so mining a subset is one TF call instead of a few hundred eager ops.
+    of anchor-positive pairs with a semi-hard negative), traced once per process for every
+    subset size (and kept for later generations), so mining a subset is one TF call instead
+    of a few hundred eager ops.
 
     The semi-hard count comes from facenet_tf.mining's own semi-hard rule: it is the number of
     semi_hard triplets (one per pair whose band d(a,p) < d(a,n) < d(a,p) + alpha is not empty);
     for any other selection a second, deterministic semi_hard selection is counted.
     """
+    return _selection_function(strategy, float(alpha), tuple(sorted(options.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _selection_function(strategy: str, alpha: float, option_items: tuple):
     import tensorflow as tf
     from facenet_tf import mining
+    options = dict(option_items)
     resolved = mining.resolve_options(strategy, options)
     counts_semi_hard = strategy == "semi_hard" and resolved["fallback"] == "skip"
 
