@@ -324,6 +324,8 @@ class MineSubset(beam.DoFn):
         d_ap = d_an = np.zeros(0)
         if pairs:
             seed = derive_seed(self._seed, "subset", subset)
+            # [seed, 0] is the stateless seed select_triplets makes of an int below 2**31, so
+            # the compiled selection draws what an eager call with `seed` would.
             triplets, distances, with_semi_hard = self._select(
                 embeddings, labels, np.array([seed, 0], np.int32))
             triplets = np.asarray(triplets, np.int64).reshape(-1, 3)

@@ -2,7 +2,9 @@
 
 Both train the same model (NNS2, 140x116 input) with the same loss, optimizer and batch; the
 in-memory run is the input-pipeline-free limit. The generation holds 300 ORL-sized PNGs and 512
-triplets drawn from them (a mined generation reuses each image many times). `python -m benchmarks.bench_trainer [--quick]`.
+triplets drawn from them (a mined generation reuses each image many times).
+
+    python -m benchmarks.bench_trainer [--quick]
 """
 
 import os

@@ -13,9 +13,9 @@ import datetime
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
-import subprocess
 
 from benchmarks.common import COLUMNS, fmt, format_row
 
