@@ -8,7 +8,6 @@ import functools
 import hashlib
 import logging
 import os
-import re
 import time
 
 import apache_beam as beam
@@ -159,9 +158,11 @@ class EmbedImages(beam.DoFn):
 
     def setup(self):
         import tensorflow as tf
+        from facenet_tf.data.preprocess import decode_error_message
         self._embedder = load_job_embedder(self._model_path, self._preprocess_dict,
                                            self._batch_size, self._shared)
         self._op_error = tf.errors.OpError
+        self._error_message = decode_error_message
 
     def _embed_one_by_one(self, chunk):
         """Embeddings of a chunk's decodable images, those items, and bad-record entries."""
@@ -171,7 +172,7 @@ class EmbedImages(beam.DoFn):
                 pixels.append(self._embedder.preprocess_encoded([item[0].encoded])[0])
             except self._op_error as e:
                 bad.append({"source": item[0].image_id,
-                            "reason": "undecodable image: " + _op_message(e)})
+                            "reason": "undecodable image: " + self._error_message(e)})
                 continue
             kept.append(item)
         if not kept:
@@ -223,11 +224,6 @@ def load_job_embedder(model_path: str, preprocess_dict: dict | None, batch_size:
 
 def _ms_since(started: float) -> int:
     return int(round(1000 * (time.perf_counter() - started)))
-
-
-def _op_message(error) -> str:
-    """A TF op error's message without the function-node prefix TF puts in front."""
-    return re.sub(r"\{\{[^}]*\}\}\s*", "", error.message.splitlines()[0]).strip()
 
 
 def by_subset(element):

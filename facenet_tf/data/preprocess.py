@@ -6,6 +6,7 @@ SavedModel), so serving decodes, crops and standardises exactly as training did.
 
 import dataclasses
 import json
+import re
 
 import tensorflow as tf
 
@@ -57,6 +58,26 @@ def decode_image(encoded):
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return image
+
+
+# Pieces of a TF op error's message that locate the op rather than say what went wrong.
+_OP_LOCATION = re.compile(r"\{\{[^}]*\}\}\s*|\s*\[Op:[^\]]*\].*$")
+_TF_DATA_PREFIX = re.compile(r"^Error in user-defined function passed to .*? transformation "
+                             r"with iterator: \S+: ")
+
+
+def decode_error_message(error: tf.errors.OpError) -> str:
+    """What a TF op error (e.g. from decode_image) says went wrong, in one line: without the
+    "Graph execution error" header, the traceback of where the op was built, function-node and
+    tf.data prefixes. Short enough for a bad-record list or an error naming the image."""
+    for line in error.message.splitlines():
+        if (not line.strip() or line[0].isspace()
+                or line.startswith(("Graph execution error", "Detected at node"))):
+            continue
+        line = _TF_DATA_PREFIX.sub("", _OP_LOCATION.sub("", line)).strip()
+        if line:
+            return line
+    return error.message.strip()
 
 
 def center_crop_box(height, width, target_size, crop_fraction):

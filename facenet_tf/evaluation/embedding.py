@@ -76,7 +76,7 @@ def embed_encoded_images(embedder, encoded_images, total: int | None = None,
             batch.append(prep(tf.constant(encoded)).numpy())
         except tf.errors.InvalidArgumentError as e:
             name = names[i] if names else f"image {i}"
-            raise image_utils.BadImageError(f"{name}: cannot decode ({e.message.splitlines()[0]})"
+            raise image_utils.BadImageError(f"{name}: cannot decode ({pp.decode_error_message(e)})"
                                             ) from None
         count += 1
         if len(batch) == batch_size:

@@ -6,7 +6,8 @@ import tensorflow as tf
 from facenet_tf import io_utils
 from facenet_tf.data import records
 from facenet_tf.data import augment as aug
-from facenet_tf.data.preprocess import PreprocessConfig, decode_image, preprocess_image
+from facenet_tf.data.preprocess import (PreprocessConfig, decode_error_message, decode_image,
+                                         preprocess_image)
 from facenet_tf.training.config import TrainConfig
 
 
@@ -29,9 +30,10 @@ def generation_images(generation_dir: str, manifest: dict | None = None,
 
     A mined generation uses each image in many triplets, so when the decoded images fit in
     `decoded_cache_mb` (by the sizes their records state) they are decoded once, here, and
-    looked up; otherwise each use decodes the stored bytes. Both give the same pixels. Raises
-    ValueError naming the generation if it lists no image shards, if they hold no images or
-    one id twice, or naming the image that does not decode; FileNotFoundError for a listed
+    looked up; otherwise each use decodes the stored bytes (after one pass that checks they
+    decode). Both give the same pixels. Raises ValueError naming the generation if it lists no
+    image shards, if they hold no images or one id twice, or naming the image that does not
+    decode; FileNotFoundError for a listed
     shard that is missing. The lookup fails naming an id the image shards do not hold.
     """
     manifest = manifest or io_utils.read_manifest(generation_dir)
@@ -66,10 +68,14 @@ def generation_images(generation_dir: str, manifest: dict | None = None,
             return tf.identity(value)
 
     if decoded_bytes > decoded_cache_mb * 2**20:
+        # One decoding pass up front (pixels not kept), so a bad image is named here and not
+        # met as a bare TF error somewhere in training.
+        for _ in _decoded(generation_dir, ids, encoded):
+            pass
         stored = table(np.array(encoded, dtype=object), tf.string, "")
         return lambda image_id: decode_image(checked(stored.lookup(image_id), image_id))
 
-    pixels = _decode_all(generation_dir, ids, encoded)
+    pixels = list(_decoded(generation_dir, ids, encoded))
     raw = table(np.array([p.tobytes() for p in pixels], dtype=object), tf.string, "")
     heights = table(np.array([p.shape[0] for p in pixels], np.int64), tf.int64, 0)
     widths = table(np.array([p.shape[1] for p in pixels], np.int64), tf.int64, 0)
@@ -81,20 +87,20 @@ def generation_images(generation_dir: str, manifest: dict | None = None,
     return lookup
 
 
-def _decode_all(generation_dir: str, ids, encoded) -> list:
-    """Every image decoded (uint8 [H, W, 3] arrays, in order); ValueError naming one that fails."""
+def _decoded(generation_dir: str, ids, encoded):
+    """Yields every image decoded (uint8 [H, W, 3] arrays, in order); ValueError naming the
+    first that does not decode."""
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(np.array(encoded, dtype=object),
                                                         tf.string))
     ds = ds.map(decode_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    out = []
     iterator = iter(ds)
     for image_id in ids:
         try:
-            out.append(next(iterator).numpy())
+            pixels = next(iterator).numpy()
         except tf.errors.OpError as e:
             raise ValueError(f"{generation_dir}: image {image_id.decode(errors='replace')} of its "
-                             f"image shards does not decode: {e.message.splitlines()[0]}") from e
-    return out
+                             f"image shards does not decode: {decode_error_message(e)}") from e
+        yield pixels
 
 
 def triplet_dataset(generation_dir: str, preprocess: PreprocessConfig, batch_size: int,

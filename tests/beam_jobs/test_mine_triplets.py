@@ -255,6 +255,11 @@ def test_corrupt_records_are_counted_and_listed(tiny_model_path, tmp_path):
     assert manifest["num_bad_records"] == 2
     reasons = sorted(b["reason"].split(":")[0] for b in manifest["bad_records"])
     assert reasons == ["undecodable image", "unparseable image record"]
+    undecodable = next(b["reason"] for b in manifest["bad_records"]
+                       if b["reason"].startswith("undecodable"))
+    # TF's own words for the garbage PNG, without the op location around them.
+    assert undecodable.startswith("undecodable image: Unknown image file format")
+    assert "\n" not in undecodable and "{{" not in undecodable and "[Op:" not in undecodable
     assert {b["source"] for b in manifest["bad_records"]} == {
         "person_00/broken.png", "images-00000-of-00002.tfrecord"}
     assert manifest["counters"]["bad_records"] == 2

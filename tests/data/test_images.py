@@ -96,3 +96,24 @@ def test_truncated_jpeg_rejected():
         0, 256, (64, 64, 3)).astype(np.uint8)), "JPEG")
     with pytest.raises(images.BadImageError, match="truncated"):
         images.normalize_image(data[: len(data) // 2])
+
+
+def test_decode_error_message_says_what_is_wrong_in_one_line():
+    from facenet_tf.data.preprocess import decode_error_message, decode_image
+    bad = tf.constant([b"\x89PNG not really"])
+    cause = "Unknown image file format"
+
+    def message(call):
+        with pytest.raises(tf.errors.OpError) as e:
+            call()
+        return decode_error_message(e.value)
+
+    # Raised from a tf.function, from inside map_fn in one, and from a tf.data map: each
+    # wraps the op's own message differently.
+    in_function = message(lambda: tf.function(decode_image)(bad[0]))
+    in_map_fn = message(lambda: tf.function(lambda b: tf.map_fn(
+        decode_image, b, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8)))(bad))
+    in_dataset = message(lambda: list(tf.data.Dataset.from_tensor_slices(bad).map(decode_image)))
+    for text in (in_function, in_map_fn, in_dataset):
+        assert text.startswith(cause) and "\n" not in text
+        assert "{{" not in text and "[Op:" not in text and "Iterator" not in text

@@ -110,6 +110,18 @@ def test_pgm_folder_and_preprocess_override(setup, tmp_path):
     np.testing.assert_allclose(got, np.stack([ea, eb]), atol=1e-5)
 
 
+def test_undecodable_image_is_named_with_the_reason(setup):
+    from facenet_tf.data.images import BadImageError
+    _, path, faces, _ = setup
+    embedder = export.load_embedder(path)
+    good = open(os.path.join(faces, "person_00", "img_000.png"), "rb").read()
+    with pytest.raises(BadImageError) as e:
+        evaluate.embedding.embed_encoded_images(embedder, [good, b"\x89PNG not really"],
+                                                names=["good.png", "broken.png"])
+    assert str(e.value).startswith("broken.png: cannot decode (Unknown image file format")
+    assert "Graph execution" not in str(e.value)
+
+
 def test_identity_folder_embed_compare_cluster(setup, tmp_path):
     model, path, faces, _ = setup
     embedder = export.load_embedder(path)
