@@ -114,18 +114,21 @@ def compile_model(config: TrainConfig, strategy, embedder_fn=None):
 
 
 def export_embedder(embedder: keras.Model, export_dir: str, preprocess: PreprocessConfig,
-                    step: int, extra: dict | None = None, optimize: bool = True) -> str:
+                    step: int, extra: dict | None = None, optimize: bool = True,
+                    threshold: float | None = None) -> str:
     """Exports a copy of the embedder (made outside any strategy) and publishes it by rename.
 
     optimize: serve the folded, frozen inference build (facenet_tf.export); the per-step
     exports that the miner and the evaluator read use False, so that triplets are mined with
-    the training graph's own float rounding.
+    the training graph's own float rounding. threshold: the recommended verification threshold
+    written into the export's metadata.
     """
     from facenet_tf.export import export_saved_model
     copy = keras.models.clone_model(embedder)
     copy.set_weights(embedder.get_weights())
     tmp = f"{export_dir.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
-    export_saved_model(copy, tmp, preprocess, step=step, extra_metadata=extra, optimize=optimize)
+    export_saved_model(copy, tmp, preprocess, step=step, threshold=threshold, extra_metadata=extra,
+                       optimize=optimize)
     if tf.io.gfile.exists(export_dir):
         tf.io.gfile.rmtree(export_dir)
     tf.io.gfile.rename(tmp, export_dir)
@@ -180,15 +183,14 @@ def train(config: TrainConfig, embedder_fn=None, strategy=None) -> dict:
                              checkpointer.checkpoint, writer)
     meta = {"model": config.model, "mining": config.mining, "alpha": config.alpha}
 
-    def evaluate_now(export_path=None):
-        """Evaluates the current weights once per step, through `export_path` if it already
-        holds them, otherwise through an export made for this step."""
+    def evaluate_now():
+        """Evaluates the current weights once per step, through the export made for this step."""
         if not (chief and evaluator.enabled):
             return None
         if state.evals and state.evals[-1]["step"] == state.step:
             return state.evals[-1]
-        return evaluator.evaluate(
-            export_path or _export_at(embedder, model_dir, preprocess, state.step, meta), state)
+        return evaluator.evaluate(_export_at(embedder, model_dir, preprocess, state.step, meta),
+                                  state)
 
     if state.step == 0 and evaluator.enabled and chief and not state.evals:
         evaluate_now()  # the untrained baseline
@@ -204,8 +206,12 @@ def train(config: TrainConfig, embedder_fn=None, strategy=None) -> dict:
     final_dir = config.resolved_export_dir
     final_eval = None
     if chief:
-        export_embedder(embedder, final_dir, preprocess, state.step, meta)
-        final_eval = evaluate_now(final_dir)
+        # Evaluated (through this step's export) before the final export is written, so that the
+        # export carries the threshold the evaluation chose and facenet_tf.compare needs no
+        # --threshold.
+        final_eval = evaluate_now()
+        export_embedder(embedder, final_dir, preprocess, state.step, meta,
+                        threshold=final_eval.get("threshold_mean") if final_eval else None)
         checkpointer.save(state)
     if writer is not None:
         writer.close()

@@ -114,3 +114,30 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
     for name, _ in tf.train.list_variables(state["checkpoint"]):
         if name.startswith("model/") and "VARIABLE_VALUE" in name:
             assert np.all(np.isfinite(reader.get_tensor(name))), name
+
+
+def test_final_export_carries_the_threshold_of_its_evaluation(tmp_path):
+    from facenet_tf import compare, evaluate
+    from facenet_tf.data.pairs import generate_pairs, write_pairs
+    from facenet_tf.export import load_embedder
+    from tests.conftest import make_image_folder
+    dataset = _helpers.tiny_dataset(str(tmp_path / "data"))
+    heldout = make_image_folder(str(tmp_path / "heldout"), num_identities=4,
+                                images_per_identity=3, size=_helpers.TINY_SHAPE[:2], seed=7)
+    pairs_path = str(tmp_path / "pairs.txt")
+    write_pairs(pairs_path, generate_pairs(heldout, num_folds=2, pairs_per_fold=6, seed=0),
+                num_folds=2)
+    export_dir = str(tmp_path / "export")
+    result = loop.train(_config(dataset, tmp_path / "run", steps=2, export_dir=export_dir,
+                                eval_pairs=pairs_path, eval_images=heldout), embedder_fn=tiny)
+    assert [e["step"] for e in result["evals"]] == [0, 2] and result["eval"]["step"] == 2
+
+    # The oracle: the served export evaluated on its own, as a user would.
+    served = evaluate.evaluate_model(export_dir, pairs_path, heldout)
+    embedder = load_embedder(export_dir)
+    assert embedder.threshold == pytest.approx(served["threshold_mean"], abs=1e-4)
+    first = os.path.join(heldout, "person_00", "img_000.png")
+    other = os.path.join(heldout, "person_01", "img_000.png")
+    decision = compare.compare(embedder, first, other)
+    assert decision["threshold"] == embedder.threshold
+    assert decision["same"] == (decision["distance"] <= embedder.threshold)
