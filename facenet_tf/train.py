@@ -62,6 +62,9 @@ def _define_flags():
     f.DEFINE_integer("lr_decay_steps", 1000, "Steps between learning-rate decays.")
     f.DEFINE_float("lr_decay_rate", 0.5, "Learning-rate factor per decay.")
     f.DEFINE_integer("steps", 1000, "Total training steps; 0 exports the initial model only.")
+    f.DEFINE_integer("keep_generations", cfg.TrainConfig.keep_generations, "Offline: keep the "
+                     "newest this many mined generations (and the step exports from their "
+                     "mining on); older ones are deleted as training moves on. 0 keeps all.")
     f.DEFINE_integer("checkpoint_every_steps", 100, "Steps between checkpoints (one Keras "
                      "epoch each); a kill loses at most this many.")
     f.DEFINE_string("model_dir", None, "Run directory: checkpoints, train_state.json, mined "

@@ -43,6 +43,7 @@ class TrainConfig:
     num_cpu_replicas: int = 0
     seed: int = 0
     async_mining: bool = False
+    keep_generations: int = 2
     beam_pipeline_args: tuple = ()
     shuffle_buffer: int = 2048
     decoded_cache_mb: float = 1024.0
@@ -72,6 +73,10 @@ class TrainConfig:
         for name in ("steps", "num_cpu_replicas", "decoded_cache_mb"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.keep_generations == 1 or self.keep_generations < 0:
+            raise ValueError("TrainConfig.keep_generations must be 0 (keep all) or >= 2 (the "
+                             "generation just trained on stays while other workers may still "
+                             f"read it), got {self.keep_generations!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate!r}")
         if self.alpha < 0:

@@ -25,6 +25,51 @@ def generation_dir(model_dir: str, generation: int) -> str:
     return os.path.join(model_dir, "triplets", f"gen-{generation:05d}")
 
 
+def _numbered_dirs(parent: str, prefix: str) -> dict:
+    """{number: path} of the `prefix`NNN directories in `parent` (none if it does not exist)."""
+    if not tf.io.gfile.isdir(parent):
+        return {}
+    out = {}
+    for name in tf.io.gfile.listdir(parent):
+        name = name.rstrip("/")
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            out[int(name[len(prefix):])] = os.path.join(parent, name)
+    return out
+
+
+def prune_generations(model_dir: str, current_generation: int, keep: int) -> list:
+    """Deletes the mined generations older than the newest `keep` (counting back from
+    `current_generation`) and the step exports older than the model that mined the oldest kept
+    one; keep=0 deletes nothing. Returns the deleted paths.
+
+    A generation's manifest goes first, so a crash mid-way leaves a directory that reads as
+    incomplete (never as a generation with shards missing), and the next call removes the rest.
+    """
+    if keep <= 0:
+        return []
+    generations = _numbered_dirs(os.path.join(model_dir, "triplets"), "gen-")
+    oldest_kept = current_generation - keep + 1
+    deleted = []
+    for number, path in sorted(generations.items()):
+        if number < oldest_kept:
+            manifest = os.path.join(path, io_utils.MANIFEST_NAME)
+            if tf.io.gfile.exists(manifest):
+                tf.io.gfile.remove(manifest)
+            tf.io.gfile.rmtree(path)
+            deleted.append(path)
+    kept_steps = [io_utils.read_manifest(path).get("model_step")
+                  for number, path in generations.items()
+                  if number >= oldest_kept and io_utils.is_complete(path)]
+    kept_steps = [step for step in kept_steps if step is not None]
+    if kept_steps:
+        for step, path in sorted(_numbered_dirs(os.path.join(model_dir, "exports"),
+                                                "step-").items()):
+            if step < min(kept_steps):
+                tf.io.gfile.rmtree(path)
+                deleted.append(path)
+    return deleted
+
+
 def preprocess_config(config: TrainConfig, input_shape) -> PreprocessConfig:
     if config.model == "pretrained":
         # The pretrained weights expect per-image prewhitening; the crop depends on the data
@@ -315,6 +360,9 @@ def _offline_loop(config, model, embedder, preprocess, state, checkpointer, writ
         state.generation = gen + 1
         state.generation_start = state.step
         checkpointer.save(state)
+        if chief:
+            for path in prune_generations(model_dir, state.generation, config.keep_generations):
+                logger.info("deleted %s (--keep_generations=%d)", path, config.keep_generations)
 
 
 def _online_loop(config, model, preprocess, state, checkpointer, writer):

@@ -66,6 +66,32 @@ def test_two_generations_then_resume_continues(dataset, tmp_path):
     assert again["history"][:2] == result["history"]
     state = json.loads((model_dir / callbacks.STATE_NAME).read_text())
     assert _optimizer_iterations(state["checkpoint"]) == 6
+    # keep_generations=2 (default): generation 0 and the export it was mined from are gone;
+    # generations 1 and 2 and the exports at steps 2 and 4 that mined them stay.
+    assert sorted(os.listdir(model_dir / "triplets")) == ["gen-00001", "gen-00002"]
+    assert sorted(os.listdir(model_dir / "exports")) == ["step-00000002", "step-00000004"]
+
+
+def test_prune_generations_keeps_the_newest_and_their_exports(tmp_path):
+    model_dir = tmp_path / "run"
+    for gen, model_step in enumerate([0, 10, 20, 30]):
+        d = model_dir / "triplets" / f"gen-{gen:05d}"
+        d.mkdir(parents=True)
+        (d / "triplets-00000-of-00001.tfrecord").write_bytes(b"x")
+        if gen != 0:  # generation 0 as a crash mid-prune left it: manifest already removed
+            (d / "manifest.json").write_text(json.dumps({"model_step": model_step}))
+    for step in (0, 5, 10, 20, 30):
+        (model_dir / "exports" / f"step-{step:08d}").mkdir(parents=True)
+    (model_dir / "exports" / "notes.txt").write_text("not an export")
+
+    assert loop.prune_generations(str(model_dir), 3, keep=0) == []
+    deleted = loop.prune_generations(str(model_dir), 3, keep=2)
+    assert sorted(os.listdir(model_dir / "triplets")) == ["gen-00002", "gen-00003"]
+    assert sorted(os.listdir(model_dir / "exports")) == ["notes.txt", "step-00000020",
+                                                         "step-00000030"]
+    assert len(deleted) == 2 + 3
+    with pytest.raises(ValueError, match="keep_generations.*got 1"):
+        TrainConfig(train_data="d", model_dir="m", keep_generations=1)
 
 
 def test_steps_zero_exports_the_initial_model(dataset, tmp_path):
