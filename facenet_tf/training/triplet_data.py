@@ -33,8 +33,8 @@ def generation_images(generation_dir: str, manifest: dict | None = None,
     looked up; otherwise each use decodes the stored bytes (after one pass that checks they
     decode). Both give the same pixels. Raises ValueError naming the generation if it lists no
     image shards, if they hold no images or one id twice, or naming the image that does not
-    decode; FileNotFoundError for a listed
-    shard that is missing. The lookup fails naming an id the image shards do not hold.
+    decode; FileNotFoundError for a listed shard that is missing. The lookup fails naming an id
+    the image shards do not hold.
     """
     manifest = manifest or io_utils.read_manifest(generation_dir)
     paths = io_utils.listed_shards(generation_dir, manifest, key="image_shards")
