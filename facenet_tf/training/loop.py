@@ -322,6 +322,8 @@ def _offline_loop(config, model, embedder, preprocess, state, checkpointer, writ
     def ensure_generation(generation, background=False):
         """Mines `generation` with the current weights unless it is already published."""
         out = generation_dir(model_dir, generation)
+        if chief and not background:
+            miner.wait(generation)  # a background mining of it (--async_mining), if one runs
         if io_utils.is_complete(out):
             return
         if not chief:
@@ -332,7 +334,6 @@ def _offline_loop(config, model, embedder, preprocess, state, checkpointer, writ
         if background:
             miner.start(generation, export_path, out, mining_seed(generation))
         else:
-            miner.wait(generation)
             miner.mine(generation, export_path, out, mining_seed(generation))
 
     ensure_generation(state.generation)

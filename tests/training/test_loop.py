@@ -72,6 +72,20 @@ def test_two_generations_then_resume_continues(dataset, tmp_path):
     assert sorted(os.listdir(model_dir / "exports")) == ["step-00000002", "step-00000004"]
 
 
+def test_async_mining_mines_the_next_generation_with_the_weights_at_the_start(dataset,
+                                                                              tmp_path):
+    model_dir = tmp_path / "run"
+    result = loop.train(_config(dataset, model_dir, steps=6, async_mining=True,
+                                keep_generations=0), embedder_fn=tiny)
+    assert (result["step"], result["generation"]) == (6, 2)
+    # Generation k+1 is mined while k trains, by the weights at the start of k.
+    steps = [io_utils.read_manifest(loop.generation_dir(str(model_dir), g))["model_step"]
+             for g in range(3)]
+    assert steps == [0, 0, 2]
+    # Only the exports the miner used: none made while a background mining was still running.
+    assert sorted(os.listdir(model_dir / "exports")) == ["step-00000000", "step-00000002"]
+
+
 def test_prune_generations_keeps_the_newest_and_their_exports(tmp_path):
     model_dir = tmp_path / "run"
     for gen, model_step in enumerate([0, 10, 20, 30]):
