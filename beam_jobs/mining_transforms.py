@@ -247,10 +247,10 @@ def anchor_positive_pairs(labels: np.ndarray) -> int:
 
 
 def selection_function(strategy: str, alpha: float, options: dict):
-    """A tf.function (embeddings, labels, seed pair) -> (triplets, squared distances, number
-    of anchor-positive pairs with a semi-hard negative), traced once per process for every
-    subset size (and kept for later generations), so mining a subset is one TF call instead
-    of a few hundred eager ops.
+    """A function (embeddings, labels, int seed) -> (triplets, squared distances, number of
+    anchor-positive pairs with a semi-hard negative) that runs one tf.function, traced once per
+    process for every subset size (and kept for later generations), so mining a subset is one
+    TF call instead of a few hundred eager ops. It draws what select_triplets would with `seed`.
 
     The semi-hard count comes from facenet_tf.mining's own semi-hard rule: it is the number of
     semi_hard triplets (one per pair whose band d(a,p) < d(a,n) < d(a,p) + alpha is not empty);
@@ -281,7 +281,10 @@ def _selection_function(strategy: str, alpha: float, option_items: tuple):
         return (triplets, mining.pairwise_squared_distances(embeddings),
                 tf.shape(semi_hard)[0])
 
-    return select
+    def run(embeddings, labels, seed: int):
+        return select(embeddings, labels, mining.stateless_seed(seed))
+
+    return run
 
 
 @beam.typehints.with_output_types(tuple[int, list])  # main output (not the tagged stats)
@@ -319,11 +322,8 @@ class MineSubset(beam.DoFn):
         triplets, with_semi_hard = np.zeros((0, 3), np.int64), 0
         d_ap = d_an = np.zeros(0)
         if pairs:
-            seed = derive_seed(self._seed, "subset", subset)
-            # [seed, 0] is the stateless seed select_triplets makes of an int below 2**31, so
-            # the compiled selection draws what an eager call with `seed` would.
             triplets, distances, with_semi_hard = self._select(
-                embeddings, labels, np.array([seed, 0], np.int32))
+                embeddings, labels, derive_seed(self._seed, "subset", subset))
             triplets = np.asarray(triplets, np.int64).reshape(-1, 3)
             distances = np.asarray(distances)
             d_ap = distances[triplets[:, 0], triplets[:, 1]].astype(float)

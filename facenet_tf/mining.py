@@ -100,8 +100,9 @@ def resolve_options(strategy, options):
     return out
 
 
-def _seed_pair(seed):
-    """A shape-[2] int32 stateless seed; None draws one from TF's global generator."""
+def stateless_seed(seed):
+    """The shape-[2] int32 stateless seed select_triplets makes of `seed` (an int, a scalar
+    or shape-[2] tensor); None draws one from TF's global generator."""
     if seed is None:
         return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
     if isinstance(seed, (int, np.integer)):
@@ -214,7 +215,7 @@ def select_triplets(embeddings, labels, strategy, alpha=0.2, seed=None, **option
     n = tf.shape(e)[0]
     a, p, per_anchor = _positive_pairs(y)
     if strategy == "random":
-        return _stack(a, p, _random_negatives(_seed_pair(seed), y, a))
+        return _stack(a, p, _random_negatives(stateless_seed(seed), y, a))
 
     is_neg = tf.not_equal(y[:, None], y[None, :])
     if strategy == "tfa_semi_hard" and opts["distance"] == "angular":
@@ -253,7 +254,7 @@ def select_triplets(embeddings, labels, strategy, alpha=0.2, seed=None, **option
         return _all_triplets(d, is_neg, a, p, d_margin, n)
 
     random_choice = strategy == "semi_hard" and opts["choose"] == "random"
-    seed = _seed_pair(seed)
+    seed = stateless_seed(seed)
 
     def by_buckets():
         lower = tf.sort(on_grid(d_ap, inf), axis=1)
