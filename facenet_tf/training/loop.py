@@ -21,8 +21,14 @@ logger = logging.getLogger("facenet_tf.train")
 logger.setLevel(logging.INFO)
 
 
+# Where a run keeps its mined generations (GENERATIONS/gen-NNNNN) and the per-step exports the
+# miner and the evaluator read (EXPORTS/step-NNNNNNNN); prune_generations lists them by these.
+GENERATIONS, GENERATION_PREFIX = "triplets", "gen-"
+EXPORTS, STEP_EXPORT_PREFIX = "exports", "step-"
+
+
 def generation_dir(model_dir: str, generation: int) -> str:
-    return os.path.join(model_dir, "triplets", f"gen-{generation:05d}")
+    return os.path.join(model_dir, GENERATIONS, f"{GENERATION_PREFIX}{generation:05d}")
 
 
 def _numbered_dirs(parent: str, prefix: str) -> dict:
@@ -47,7 +53,7 @@ def prune_generations(model_dir: str, current_generation: int, keep: int) -> lis
     """
     if keep <= 0:
         return []
-    generations = _numbered_dirs(os.path.join(model_dir, "triplets"), "gen-")
+    generations = _numbered_dirs(os.path.join(model_dir, GENERATIONS), GENERATION_PREFIX)
     oldest_kept = current_generation - keep + 1
     deleted = []
     for number, path in sorted(generations.items()):
@@ -62,8 +68,8 @@ def prune_generations(model_dir: str, current_generation: int, keep: int) -> lis
                   if number >= oldest_kept and io_utils.is_complete(path)]
     kept_steps = [step for step in kept_steps if step is not None]
     if kept_steps:
-        for step, path in sorted(_numbered_dirs(os.path.join(model_dir, "exports"),
-                                                "step-").items()):
+        for step, path in sorted(_numbered_dirs(os.path.join(model_dir, EXPORTS),
+                                                STEP_EXPORT_PREFIX).items()):
             if step < min(kept_steps):
                 tf.io.gfile.rmtree(path)
                 deleted.append(path)
@@ -182,7 +188,7 @@ def export_embedder(embedder: keras.Model, export_dir: str, preprocess: Preproce
 
 def step_export_dir(model_dir: str, step: int) -> str:
     """The SavedModel of the weights at `step` (used by the miner and the evaluator)."""
-    return os.path.join(model_dir, "exports", f"step-{step:08d}")
+    return os.path.join(model_dir, EXPORTS, f"{STEP_EXPORT_PREFIX}{step:08d}")
 
 
 def _verbose(config: TrainConfig) -> int:
