@@ -1,11 +1,10 @@
 """Subset sampling and the pure helpers of the mining job, against hand-written loops."""
 
-import itertools
-
 import numpy as np
 import pytest
 
 from beam_jobs import mining_transforms as mt
+from tests._triplet_oracle import oracle_band, oracle_pairs
 
 
 def test_stable_hash_is_sha256_of_the_joined_parts():
@@ -57,17 +56,6 @@ def test_anchor_positive_pairs_counts_ordered_pairs_of_real_identities():
     assert mt.anchor_positive_pairs(np.array([-1, -2, 3])) == 0
 
 
-def _semi_hard_pairs_loop(d, labels, alpha):
-    """Pairs (a, p) of one identity with some n of another one in d(a,p) < d(a,n) < d(a,p)+alpha."""
-    found = 0
-    for a, p in itertools.permutations(range(len(labels)), 2):
-        if labels[a] < 0 or labels[a] != labels[p]:
-            continue
-        found += any(labels[n] != labels[a] and d[a, p] < d[a, n] < d[a, p] + alpha
-                     for n in range(len(labels)))
-    return found
-
-
 @pytest.mark.parametrize("strategy", ["semi_hard", "hard", "all", "random"])
 def test_selection_function_counts_pairs_with_a_semi_hard_negative(strategy):
     rng = np.random.default_rng(0)
@@ -79,7 +67,9 @@ def test_selection_function_counts_pairs_with_a_semi_hard_negative(strategy):
     d = np.asarray(d)
     expected_d = ((points[:, None, :] - points[None, :, :]) ** 2).sum(-1)
     np.testing.assert_allclose(d, expected_d, atol=1e-5)
-    expected = _semi_hard_pairs_loop(d, labels, alpha)
+    # The miner's extra negatives (labels < 0) are singletons here, so the plain-loop oracle's
+    # pairs are the miner's anchor-positive pairs.
+    expected = sum(1 for a, p in oracle_pairs(labels) if oracle_band(d, labels, a, p, alpha))
     assert 0 < expected < mt.anchor_positive_pairs(labels)  # the case has both outcomes
     assert int(semi) == expected
     # The triplets are those of the shared selection code, whatever the compiled wrapper.
