@@ -41,9 +41,9 @@ def _synthetic_folder(root, identities, per_identity, seed=0):
 
 def input_rate(dataset_dir, p, k, num_batches, seed=0):
     """Images/s of pk_batches with augmentation at 160x160, after one warm-up batch."""
-    from facenet_tf.data import augment, datasets
+    from facenet_tf.data import augment, readers
     from facenet_tf.data.preprocess import PreprocessConfig
-    ds = datasets.pk_batches(dataset_dir, p, k, PreprocessConfig((160, 160), crop_fraction=0.7),
+    ds = readers.pk_batches(dataset_dir, p, k, PreprocessConfig((160, 160), crop_fraction=0.7),
                              seed=seed, augment=augment.AugmentConfig())
     it = iter(ds)
     next(it)
@@ -84,7 +84,7 @@ def train_step_rate(name, batch_size, num_steps, seed=0):
 
 
 def run(quick: bool) -> list:
-    from beam_jobs import build_dataset
+    from facenet_tf.pipelines import build_dataset
     p, k = (8, 4) if quick else (30, 4)
     with tempfile.TemporaryDirectory() as tmp:
         if not quick and os.path.isdir(LFW):

@@ -52,7 +52,7 @@ def _synthetic_faces(root, identities, per_identity, size=(112, 92), seed=0):
 
 def _lfw_multi_image_dataset(cache_dir: str) -> str:
     """LFW identities with >= 2 images as a build_dataset output, built once into cache_dir."""
-    from beam_jobs.build_dataset import build_dataset
+    from facenet_tf.pipelines.build_dataset import build_dataset
     from facenet_tf import io_utils
     dataset = os.path.join(cache_dir, "lfw_min2_dataset")
     if io_utils.is_complete(dataset):
@@ -100,8 +100,8 @@ MODELS = (("nn4", (96, 96)), ("inception_resnet_v1", (160, 160)))
 def _measure(arch, size, dataset, source, tmp) -> dict:
     import keras
     import tensorflow as tf
-    from beam_jobs import mining_transforms as mt
-    from beam_jobs.mine_triplets import MiningConfig, mine_triplets
+    from facenet_tf.pipelines import mining_transforms as mt
+    from facenet_tf.pipelines.mine_triplets import MiningConfig, mine_triplets
     from facenet_tf.data.preprocess import PreprocessConfig
     from facenet_tf.models import build_model
     from facenet_tf.models.inference import inference_function
@@ -148,7 +148,7 @@ def _measure(arch, size, dataset, source, tmp) -> dict:
 
 
 def run(quick: bool) -> list[dict]:
-    from beam_jobs.build_dataset import build_dataset
+    from facenet_tf.pipelines.build_dataset import build_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         if not quick and os.path.isdir(LFW):

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks import common
-from facenet_tf import pretrained
+from facenet_tf.models import pretrained
 from facenet_tf.data.preprocess import preprocess_encoded
 
 CEILING_IMAGES_PER_S = 245e9 / 2.84e9
@@ -65,7 +65,7 @@ def run(quick: bool) -> list:
     keras_fn = tf.function(lambda x: model(x, training=False))
     from facenet_tf.models.inference import inference_function
     inference_fn = inference_function(model)
-    from facenet_tf.export import export_saved_model
+    from facenet_tf.serving.exporter import export_saved_model
     with tempfile.TemporaryDirectory() as tmp:
         export_saved_model(model, os.path.join(tmp, "sm"), pretrained.PRETRAINED_PREPROCESS)
         loaded = tf.saved_model.load(os.path.join(tmp, "sm"))

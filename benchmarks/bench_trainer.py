@@ -64,7 +64,7 @@ def _step_seconds(model, data, steps, **fit_kw):
 
 def run(quick: bool) -> list[dict]:
     import tensorflow as tf
-    from facenet_tf.training import distribution, loop, triplet_data
+    from facenet_tf.training import builders, distribution, triplet_data
     from facenet_tf.training.config import TrainConfig
 
     batch, steps, rounds = (16, 8, 1) if quick else (16, 20, 4)
@@ -74,15 +74,15 @@ def run(quick: bool) -> list[dict]:
         _write_generation(gen, num_triplets=128 if quick else 512, num_images=num_images)
         config = TrainConfig(train_data=tmp, model_dir=tmp, model="nns2", embedding_dim=64,
                              batch_size=batch, optimizer="adam", learning_rate=1e-3)
-        strategy = distribution.make_strategy("mirrored", 0)
-        model, embedder, _ = loop.compile_model(config, strategy)
-        preprocess = loop.preprocess_config(config, embedder.input_shape[1:])
+        distribute_strategy = distribution.make_distribute_strategy("mirrored", 0)
+        model, embedder, _ = builders.compile_model(config, distribute_strategy)
+        preprocess = builders.preprocess_config(config, embedder.input_shape[1:])
         started = time.perf_counter()
         ds = triplet_data.triplet_dataset(gen, preprocess, batch, seed=0)
         build_seconds = time.perf_counter() - started
 
         # Baseline: the same kind of compiled model, fed from in-memory tensors of the same shape.
-        base_model, base_embedder, _ = loop.compile_model(config, strategy)
+        base_model, base_embedder, _ = builders.compile_model(config, distribute_strategy)
         shape = (batch * 4,) + tuple(base_embedder.input_shape[1:])
         x = np.random.RandomState(0).uniform(-1, 1, (shape[0], 3) + shape[1:]).astype("float32")
         mem = tf.data.Dataset.from_tensor_slices((x, np.zeros(len(x), "float32")))

@@ -5,36 +5,32 @@
 
 import json
 
-from facenet_tf import export
-from facenet_tf.evaluation import embedding, verification
+from absl import app, flags
 
-
-def compare(embedder, path1: str, path2: str, threshold: float | None = None) -> dict:
-    emb = embedding.embed_files(embedder, [path1, path2], progress_every_s=1e9)
-    d = float(verification.squared_l2(emb[:1], emb[1:])[0])
-    t = threshold if threshold is not None else embedder.threshold
-    return {"image1": path1, "image2": path2, "distance": d, "threshold": t,
-            "same": None if t is None else d <= t}
+from facenet_tf import workflows
+from facenet_tf.serving.loader import load_embedder
 
 
 def main(argv):
-    from absl import app, flags
     f = flags.FLAGS
     if len(argv) != 3:
         raise app.UsageError("give exactly two image paths")
-    result = compare(export.load_embedder(f.model), argv[1], argv[2], f.threshold)
+    result = workflows.compare(load_embedder(f.model), argv[1], argv[2], f.threshold)
     print(json.dumps(result, indent=2))
     if result["same"] is None:
         print("the model has no recommended threshold: pass --threshold to decide")
 
 
 def _define_flags():
-    from absl import flags
     flags.DEFINE_string("model", None, "SavedModel dir or .keras file.", required=True)
     flags.DEFINE_float("threshold", None, "Squared-L2 threshold (default: the model's).")
 
 
-if __name__ == "__main__":
-    from absl import app
+def run():
+    """The `facenet-compare` command."""
     _define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

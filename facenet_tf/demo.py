@@ -20,58 +20,19 @@ import time
 
 from absl import app, flags, logging
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("input_dir", None,
-                    "Identity-per-folder image dataset (default: the bundled ORL faces).")
-flags.DEFINE_string("work_dir", "runs/demo", "Where every output of the demo goes.")
-flags.DEFINE_integer("heldout_identities", 10,
-                     "Identities kept out of training, used only for the verification pairs.")
-flags.DEFINE_string("model", "nns2", "Architecture name, or 'pretrained'.")
-flags.DEFINE_string("train_flagfile", None,
-                    "Flag file of trainer settings (default: configs/orl_demo.flags, or "
-                    "configs/pretrained_finetune.flags for --model pretrained).")
-flags.DEFINE_multi_string("train_flag", [],
-                          "Extra trainer flag, repeatable, e.g. --train_flag=--steps=400.")
-flags.DEFINE_integer("seed", 0, "Seed of the identity split, the pairs and training.")
-flags.DEFINE_boolean("fresh", False, "Delete work_dir first (otherwise training resumes).")
+from facenet_tf import datasets, runinfo
+from facenet_tf.data import pairs as pairs_lib
+from facenet_tf.data.splits import split_identities
+from facenet_tf.evaluation.protocols import evaluate_model
+from facenet_tf.pipelines.build_dataset import build_dataset
 
+FLAGS = flags.FLAGS
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO_ROOT, "configs")
 
 
 def stage(message: str) -> None:
     print(f"\n=== [{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def split_identities(input_dir: str, train_dir: str, heldout_dir: str, num_heldout: int,
-                     seed: int) -> tuple[list, list]:
-    """Puts each identity folder into train_dir or heldout_dir (seeded); returns both lists.
-
-    Files are hard-linked where the filesystem allows it, copied otherwise.
-    """
-    import numpy as np
-    identities = sorted(d for d in os.listdir(input_dir)
-                        if os.path.isdir(os.path.join(input_dir, d)))
-    multi = [d for d in identities if len(os.listdir(os.path.join(input_dir, d))) >= 2]
-    if num_heldout < 2 or num_heldout > len(multi) - 2:
-        raise ValueError(f"--heldout_identities={num_heldout}: need 2..{len(multi) - 2} for "
-                         f"{input_dir} ({len(multi)} identities with 2 or more images)")
-    order = np.random.RandomState(seed).permutation(len(multi))
-    heldout = sorted(multi[i] for i in order[:num_heldout])
-    train = [d for d in identities if d not in set(heldout)]
-    for names, target in ((train, train_dir), (heldout, heldout_dir)):
-        for name in names:
-            dst = os.path.join(target, name)
-            if not os.path.isdir(dst):
-                shutil.copytree(os.path.join(input_dir, name), dst, copy_function=_link_or_copy)
-    return train, heldout
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def run_trainer(args: list, log_path: str) -> None:
@@ -92,18 +53,13 @@ def run_trainer(args: list, log_path: str) -> None:
 
 def main(argv):
     del argv
-    from beam_jobs.build_dataset import build_dataset
-    from facenet_tf import datasets, runinfo
-    from facenet_tf.data import pairs as pairs_lib
-    from facenet_tf.evaluate import evaluate_model
-
     started = time.time()
     input_dir = os.path.abspath(FLAGS.input_dir or datasets.ORL_FACES_DIR)
     work = os.path.abspath(FLAGS.work_dir)
     if FLAGS.fresh and os.path.isdir(work):
         shutil.rmtree(work)
     os.makedirs(work, exist_ok=True)
-    runinfo.write(work, runinfo.absl_flag_values(), name="demo_run_info.json")
+    runinfo.write(os.path.join(work, "demo_run_info.json"), runinfo.absl_flag_values())
     if FLAGS.input_dir is None:
         print(datasets.ORL_CREDIT)
 
@@ -191,6 +147,28 @@ def print_report(r: dict) -> None:
     print("=" * 72)
 
 
-if __name__ == "__main__":
+def _define_flags():
+    flags.DEFINE_string("input_dir", None,
+                        "Identity-per-folder image dataset (default: the bundled ORL faces).")
+    flags.DEFINE_string("work_dir", "runs/demo", "Where every output of the demo goes.")
+    flags.DEFINE_integer("heldout_identities", 10,
+                         "Identities kept out of training, used only for the verification pairs.")
+    flags.DEFINE_string("model", "nns2", "Architecture name, or 'pretrained'.")
+    flags.DEFINE_string("train_flagfile", None,
+                        "Flag file of trainer settings (default: configs/orl_demo.flags, or "
+                        "configs/pretrained_finetune.flags for --model pretrained).")
+    flags.DEFINE_multi_string("train_flag", [],
+                              "Extra trainer flag, repeatable, e.g. --train_flag=--steps=400.")
+    flags.DEFINE_integer("seed", 0, "Seed of the identity split, the pairs and training.")
+    flags.DEFINE_boolean("fresh", False, "Delete work_dir first (otherwise training resumes).")
+
+
+def run():
+    """The `facenet-demo` command."""
+    _define_flags()
     logging.set_verbosity(logging.WARNING)
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

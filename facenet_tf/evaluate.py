@@ -5,168 +5,26 @@
   python -m facenet_tf.evaluate --model DIR --identity_folder ROOT [--output_json F]
 
 --model is a SavedModel from facenet_tf.export (or a .keras file); crop/preprocessing flags
-override the preprocessing stored with the model.
+override the preprocessing stored with the model. The protocols: facenet_tf.evaluation.protocols.
 """
 
-import dataclasses
 import json
-import os
 
-import numpy as np
-import tensorflow as tf
-from absl import logging
+from absl import app, flags
 
-from facenet_tf import export, io_utils
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data import preprocess as pp
-from facenet_tf.evaluation import clustering, embedding, plots, retrieval, verification
-
-MAX_LISTED_MISSING = 50
-
-
-def with_preprocess(embedder: export.Embedder, preprocess: pp.PreprocessConfig | None):
-    """The same weights with other preprocessing (encoded images then preprocessed outside the
-    serving graph)."""
-    if preprocess is None or preprocess == embedder.preprocess:
-        return embedder
-    other = export.Embedder(embedder._pixels_fn, preprocess, dict(embedder.metadata),
-                            embedder.fingerprint, embedder.embedding_dim, source=embedder.source)
-    other.parent = embedder  # keeps the loaded model alive
-    return other
-
-
-def override_preprocess(base: pp.PreprocessConfig, image_size=None, crop_fraction=None,
-                        standardization=None) -> pp.PreprocessConfig:
-    """`base` with the given fields replaced (None keeps the model's value)."""
-    changes = {k: v for k, v in (("image_size", image_size), ("crop_fraction", crop_fraction),
-                                 ("standardization", standardization)) if v is not None}
-    if "image_size" in changes:
-        changes["image_size"] = tuple(int(s) for s in changes["image_size"])
-    return dataclasses.replace(base, **changes)
-
-
-def _load(model, preprocess):
-    if isinstance(model, export.Embedder):
-        return with_preprocess(model, preprocess)
-    return export.load_embedder(model, preprocess)
-
-
-def evaluate_model(model, pairs_path: str, images_root: str, *,
-                   preprocess: pp.PreprocessConfig | None = None, flip: bool = False,
-                   skip_missing: bool = False, batch_size: int = 64, ext: str = "jpg",
-                   naming: str = "auto", num_folds: int = 10, seed: int = 0,
-                   plots_dir: str | None = None, output_json: str | None = None,
-                   quantized: bool = True) -> dict:
-    """Runs the verification protocol of a pairs file on a model (an Embedder or a path).
-
-    Files with a `FOLDS<TAB>N` header (LFW View 2, our generated files) use their own folds;
-    others a seeded `num_folds` split. Missing images raise FileNotFoundError listing them,
-    unless skip_missing, which drops their pairs and reports how many.
-    """
-    embedder = _load(model, preprocess)
-    parsed = pairs_lib.parse_pairs(pairs_path)
-    resolver = pairs_lib.ImageResolver(images_root, ext=ext, naming=naming)
-    paths = [(resolver.path(p.name1, p.idx1), resolver.path(p.name2, p.idx2))
-             for p in parsed.pairs]
-    unique = list(dict.fromkeys(x for pair in paths for x in pair))
-    missing = [x for x in unique if not tf.io.gfile.exists(x)]
-    keep = np.ones(len(paths), bool)
-    if missing:
-        listed = "\n  ".join(missing[:MAX_LISTED_MISSING])
-        more = len(missing) - MAX_LISTED_MISSING
-        if not skip_missing:
-            raise FileNotFoundError(
-                f"{pairs_path}: {len(missing)} images under {images_root} are missing:\n  "
-                f"{listed}" + (f"\n  ... and {more} more" if more > 0 else "") +
-                "\n(use --skip_missing to drop their pairs)")
-        gone = set(missing)
-        keep = np.array([a not in gone and b not in gone for a, b in paths])
-        logging.warning("%d missing images: skipping %d of %d pairs", len(missing),
-                        int((~keep).sum()), len(paths))
-    kept = [p for p, k in zip(paths, keep) if k]
-    issame = np.array([p.issame for p, k in zip(parsed.pairs, keep) if k], bool)
-    folds = parsed.folds[keep] if parsed.folds is not None else None
-    if not kept:
-        raise ValueError(f"{pairs_path}: no pair has both images under {images_root}")
-    flat = [x for pair in kept for x in pair]
-    emb = embedding.embed_files(embedder, flat, batch_size=batch_size, flip=flip)
-    d = verification.squared_l2(emb[0::2], emb[1::2])
-    result = verification.evaluate_pairs(d, issame, folds=folds, num_folds=num_folds, seed=seed)
-    if quantized:
-        q = verification.quantize_uint8(emb)
-        qr = verification.evaluate_pairs(verification.squared_l2(q[0::2], q[1::2]), issame,
-                                         folds=folds, num_folds=num_folds, seed=seed)
-        for key in ("accuracy_mean", "accuracy_std", "val_at_far_1e-3", "val_at_far_1e-2",
-                    "roc_auc"):
-            result[f"uint8_{key}"] = qr[key]
-    result.update({
-        "num_pairs": int(len(kept)),
-        "num_images": int(len(set(flat))),
-        "num_skipped_pairs": int((~keep).sum()),
-        "num_missing_images": len(missing),
-        "missing_images": missing[:MAX_LISTED_MISSING],
-        "folds": "from file" if folds is not None else f"seeded {num_folds}-fold (seed {seed})",
-        "pairs_file": pairs_path,
-        "images_root": images_root,
-        "model": embedder.source,
-        "model_fingerprint": embedder.fingerprint,
-        "preprocess": embedder.preprocess.to_dict(),
-        "flip": bool(flip),
-    })
-    if plots_dir:
-        tf.io.gfile.makedirs(plots_dir)
-        result["roc_png"] = plots.roc_png(d, issame, os.path.join(plots_dir, "roc.png"))
-        result["histogram_png"] = plots.distance_histogram_png(
-            d, issame, os.path.join(plots_dir, "distance_histogram.png"),
-            threshold=result["threshold_mean"])
-    if output_json:
-        io_utils.write_json_atomic(output_json, result)
-    return result
-
-
-def identity_labels(paths, root: str) -> list:
-    """The identity (first folder under root) of each image path."""
-    return [os.path.relpath(p, root).split(os.sep)[0] for p in paths]
-
-
-def evaluate_identity_folder(model, images_root: str, *,
-                             preprocess: pp.PreprocessConfig | None = None, flip: bool = False,
-                             batch_size: int = 64, distance_threshold: float | None = None,
-                             linkage: str = "average", output_json: str | None = None) -> dict:
-    """Retrieval (P@1, R-precision, MAP@R) and agglomerative clustering (NMI, AMI) of an
-    identity-per-folder dataset. The clustering threshold defaults to the model's recommended
-    threshold, else the true number of identities is used as the cluster count."""
-    embedder = _load(model, preprocess)
-    paths = embedding.list_images(images_root)
-    if not paths:
-        raise ValueError(f"{images_root}: no images found")
-    labels = identity_labels(paths, images_root)
-    emb = embedding.embed_files(embedder, paths, batch_size=batch_size, flip=flip)
-    result = retrieval.retrieval_metrics(emb, labels)
-    threshold = distance_threshold if distance_threshold is not None else embedder.threshold
-    if threshold is not None:
-        ids = clustering.agglomerative_clusters(emb, distance_threshold=threshold, linkage=linkage)
-    else:
-        ids = clustering.agglomerative_clusters(emb, num_clusters=len(set(labels)),
-                                                linkage=linkage)
-    result.update(clustering.clustering_scores(labels, ids))
-    result.update({"cluster_threshold": threshold, "linkage": linkage,
-                   "images_root": images_root, "model": embedder.source,
-                   "model_fingerprint": embedder.fingerprint,
-                   "preprocess": embedder.preprocess.to_dict(), "flip": bool(flip)})
-    if output_json:
-        io_utils.write_json_atomic(output_json, result)
-    return result
+from facenet_tf.evaluation.protocols import (evaluate_identity_folder, evaluate_model,
+                                             override_preprocess)
+from facenet_tf.serving.loader import load_embedder
 
 
 def main(argv):
-    from absl import flags
     del argv
     f = flags.FLAGS
-    embedder = export.load_embedder(f.model)
-    cfg = override_preprocess(embedder.preprocess, f.image_size, f.crop_fraction,
-                              f.standardization)
-    embedder = with_preprocess(embedder, cfg)
+    embedder = load_embedder(f.model)
+    embedder = embedder.with_preprocess(override_preprocess(
+        embedder.preprocess, f.image_size, f.crop_fraction, f.standardization))
     if f.pairs:
         if not f.images:
             raise flags.ValidationError("--pairs needs --images")
@@ -184,7 +42,6 @@ def main(argv):
 
 
 def _define_flags():
-    from absl import flags
     flags.DEFINE_string("model", None, "SavedModel dir (facenet_tf.export) or .keras file.",
                         required=True)
     flags.DEFINE_string("pairs", None, "LFW-format pairs file.")
@@ -208,7 +65,11 @@ def _define_flags():
                        "(default: the model's threshold, else the number of identities).")
 
 
-if __name__ == "__main__":
-    from absl import app
+def run():
+    """The `facenet-evaluate` command."""
     _define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -14,11 +14,20 @@ from facenet_tf import mining
 STAT_NAMES = ("num_triplets", "fraction_active", "mean_d_ap", "mean_d_an")
 
 
+def triplet_distances(anchor, positive, negative):
+    """Squared L2 d(a,p) and d(a,n) per triplet, as float32 [T] each."""
+    a, p, n = (tf.cast(tf.convert_to_tensor(x), tf.float32) for x in (anchor, positive, negative))
+    return tf.reduce_sum(tf.square(a - p), axis=-1), tf.reduce_sum(tf.square(a - n), axis=-1)
+
+
+def _active(d_ap, d_an, alpha):
+    """1.0 for each triplet with positive loss, else 0.0."""
+    return tf.cast(d_ap - d_an + tf.cast(alpha, tf.float32) > 0, tf.float32)
+
+
 def triplet_loss(anchor, positive, negative, alpha=0.2):
     """Per-triplet [||a - p||^2 - ||a - n||^2 + alpha]_+ as float32 [T] (the paper's eq. 3)."""
-    a, p, n = (tf.cast(tf.convert_to_tensor(x), tf.float32) for x in (anchor, positive, negative))
-    d_ap = tf.reduce_sum(tf.square(a - p), axis=-1)
-    d_an = tf.reduce_sum(tf.square(a - n), axis=-1)
+    d_ap, d_an = triplet_distances(anchor, positive, negative)
     return tf.nn.relu(d_ap - d_an + tf.cast(alpha, tf.float32))
 
 
@@ -32,11 +41,9 @@ def triplet_stats(embeddings, labels, triplets, alpha=0.2):
     e = tf.cast(tf.convert_to_tensor(embeddings), tf.float32)
     y = tf.reshape(tf.convert_to_tensor(labels), [-1])
     t = tf.convert_to_tensor(triplets)
-    a, p, n = (tf.gather(e, t[:, i]) for i in range(3))
-    d_ap = tf.reduce_sum(tf.square(a - p), axis=-1)
-    d_an = tf.reduce_sum(tf.square(a - n), axis=-1)
+    d_ap, d_an = triplet_distances(*(tf.gather(e, t[:, i]) for i in range(3)))
     count = tf.cast(tf.shape(t)[0], tf.float32)
-    active = tf.cast(d_ap - d_an + tf.cast(alpha, tf.float32) > 0, tf.float32)
+    active = _active(d_ap, d_an, alpha)
     same = tf.cast(tf.equal(y[:, None], y[None, :]), tf.float32)
     return {
         "num_triplets": count,
@@ -224,3 +231,23 @@ def triplet_metrics(strategy="semi_hard", alpha=None, seed=None, **options):
     shared = _BatchStats(strategy, float(_default_alpha(strategy, alpha)), seed, dict(options))
     return [TripletStat(stat, strategy, alpha, seed, _shared=shared, **options)
             for stat in STAT_NAMES]
+
+
+def offline_triplet_metrics(alpha=0.2) -> list:
+    """fraction_active, mean_d_ap and mean_d_an of offline [B, 3, D] triplet batches, as
+    per-triplet values Keras averages: the statistics triplet_stats reports for online mining.
+    """
+    def distances(y_pred):
+        e = tf.cast(y_pred, tf.float32)
+        return triplet_distances(e[:, 0], e[:, 1], e[:, 2])
+
+    def fraction_active(y_true, y_pred):
+        return _active(*distances(y_pred), alpha)
+
+    def mean_d_ap(y_true, y_pred):
+        return distances(y_pred)[0]
+
+    def mean_d_an(y_true, y_pred):
+        return distances(y_pred)[1]
+
+    return [fraction_active, mean_d_ap, mean_d_an]

@@ -211,89 +211,158 @@ def select_triplets(embeddings, labels, strategy, alpha=0.2, seed=None, **option
     shape-[2] stateless seed; None draws from TF's global generator) fixes all random choices.
     """
     opts = resolve_options(strategy, options)
-    e, y = _prepare(embeddings, labels)
-    n = tf.shape(e)[0]
-    a, p, per_anchor = _positive_pairs(y)
-    if strategy == "random":
-        return _stack(a, p, _random_negatives(stateless_seed(seed), y, a))
+    angular = opts.get("distance") == "angular"
+    batch = _Batch(embeddings, labels, alpha, angular)
+    return _SELECTORS[strategy](batch, seed, opts)
 
-    is_neg = tf.not_equal(y[:, None], y[None, :])
-    if strategy == "tfa_semi_hard" and opts["distance"] == "angular":
-        d = _angular_distances(e)
-    else:
-        d = pairwise_squared_distances(e)
 
-    if strategy == "hard":
-        hardest_neg = _first_argmin(d, is_neg)
-        if opts["hardest_positive"]:
-            is_pos = ~is_neg & ~tf.eye(n, dtype=tf.bool)
-            hardest_pos = _first_argmax(d, is_pos)
-            anchors = tf.cast(tf.where(per_anchor > 0)[:, 0], tf.int32)
-            return _stack(anchors, tf.gather(hardest_pos, anchors),
-                          tf.gather(hardest_neg, anchors))
-        return _stack(a, p, tf.gather(hardest_neg, a))
+class _Batch:
+    """The pieces of one batch that the selectors share, each built when first used: the
+    anchor-positive pairs, the distances, the negatives mask, and the pairs laid out on an
+    [N, K] grid (K = most positives of an anchor, +inf padded), so that every per-pair search
+    is an [N, K] op and nothing sorts an [N, N] matrix."""
 
-    pairs = tf.stack([a, p], axis=1)
-    d_ap = tf.gather_nd(d, pairs)
-    # Pairs laid out on an [N, K] grid (K = most positives of an anchor), +inf padded: every
-    # per-pair search below is an [N, K] op, and nothing sorts an [N, N] matrix.
-    slot = tf.range(tf.shape(a)[0]) - tf.gather(tf.cumsum(per_anchor, exclusive=True), a)
-    grid_at = tf.stack([a, slot], axis=1)
-    grid_shape = tf.stack([n, tf.reduce_max(tf.concat([slot + 1, [1]], 0))])
-    inf = tf.constant(np.inf, tf.float32)
+    def __init__(self, embeddings, labels, alpha, angular=False):
+        self.e, self.y = _prepare(embeddings, labels)
+        self.n = tf.shape(self.e)[0]
+        self.a, self.p, self.per_anchor = _positive_pairs(self.y)
+        self._alpha = alpha
+        self._angular = angular
+        self._cache = {}
 
-    def on_grid(values, fill):
-        return tf.tensor_scatter_nd_update(tf.fill(grid_shape, fill), grid_at, values)
+    def _cached(self, name, build):
+        if name not in self._cache:
+            self._cache[name] = build()
+        return self._cache[name]
 
-    def off_grid(grid):
-        return tf.gather_nd(grid, grid_at)
+    @property
+    def is_neg(self):
+        return self._cached("is_neg", lambda: tf.not_equal(self.y[:, None], self.y[None, :]))
 
-    alpha = tf.cast(alpha, tf.float32)
-    d_margin = d_ap + alpha
-    if strategy == "all":
-        return _all_triplets(d, is_neg, a, p, d_margin, n)
+    @property
+    def d(self):
+        """[N, N] distances: squared L2, or angular for tfa_semi_hard's option."""
+        return self._cached("d", lambda: _angular_distances(self.e) if self._angular
+                            else pairwise_squared_distances(self.e))
 
-    random_choice = strategy == "semi_hard" and opts["choose"] == "random"
+    @property
+    def alpha(self):
+        return self._cached("alpha", lambda: tf.cast(self._alpha, tf.float32))
+
+    @property
+    def d_ap(self):
+        return self._cached("d_ap", lambda: tf.gather_nd(self.d, tf.stack([self.a, self.p], 1)))
+
+    @property
+    def d_margin(self):
+        return self._cached("d_margin", lambda: self.d_ap + self.alpha)
+
+    def _grid(self):
+        def build():
+            slot = tf.range(tf.shape(self.a)[0]) - tf.gather(
+                tf.cumsum(self.per_anchor, exclusive=True), self.a)
+            at = tf.stack([self.a, slot], axis=1)
+            shape = tf.stack([self.n, tf.reduce_max(tf.concat([slot + 1, [1]], 0))])
+            return at, shape
+        return self._cached("grid", build)
+
+    def on_grid(self, values, fill):
+        """Per-pair values [P] -> [N, K] (row = anchor), `fill` where an anchor has no pair."""
+        at, shape = self._grid()
+        return tf.tensor_scatter_nd_update(tf.fill(shape, fill), at, values)
+
+    def off_grid(self, grid):
+        """[N, K] -> the per-pair values [P]."""
+        return tf.gather_nd(grid, self._grid()[0])
+
+
+_INF = np.inf
+
+
+def _select_random(batch, seed, opts):
+    return _stack(batch.a, batch.p, _random_negatives(stateless_seed(seed), batch.y, batch.a))
+
+
+def _select_hard(batch, seed, opts):
+    hardest_neg = _first_argmin(batch.d, batch.is_neg)
+    if opts["hardest_positive"]:
+        is_pos = ~batch.is_neg & ~tf.eye(batch.n, dtype=tf.bool)
+        hardest_pos = _first_argmax(batch.d, is_pos)
+        anchors = tf.cast(tf.where(batch.per_anchor > 0)[:, 0], tf.int32)
+        return _stack(anchors, tf.gather(hardest_pos, anchors), tf.gather(hardest_neg, anchors))
+    return _stack(batch.a, batch.p, tf.gather(hardest_neg, batch.a))
+
+
+def _select_all(batch, seed, opts):
+    return _all_triplets(batch.d, batch.is_neg, batch.a, batch.p, batch.d_margin, batch.n)
+
+
+def _first_bucket_beyond(batch, buckets):
+    """Per pair: the bucket of negatives just above d(a,p), the first non-empty one from there
+    on, and whether there is one."""
+    inf = tf.constant(_INF, tf.float32)
+    lo = buckets.bucket_of(batch.on_grid(batch.d_ap, inf), "right", "right")
+    beyond_first = buckets.first_nonempty(lo)
+    return lo, beyond_first, batch.off_grid(beyond_first) < buckets.num_buckets
+
+
+def _select_tfa_semi_hard(batch, seed, opts):
+    inf = tf.constant(_INF, tf.float32)
+    lower = tf.sort(batch.on_grid(batch.d_ap, inf), axis=1)
+    buckets = _Buckets(batch.d, batch.is_neg, lower, None)
+    _, beyond_first, has_beyond = _first_bucket_beyond(batch, buckets)
+    hardest_beyond = batch.off_grid(buckets.hardest_in(beyond_first))
+    farthest = tf.gather(_first_argmax(batch.d, batch.is_neg), batch.a)
+    return _stack(batch.a, batch.p, tf.where(has_beyond, hardest_beyond, farthest))
+
+
+def _select_semi_hard(batch, seed, opts):
+    random_choice = opts["choose"] == "random"
+    fallback = opts["fallback"] == "hardest_beyond"
     seed = stateless_seed(seed)
 
     def by_buckets():
-        lower = tf.sort(on_grid(d_ap, inf), axis=1)
-        upper = None if strategy == "tfa_semi_hard" else lower + alpha
-        buckets = _Buckets(d, is_neg, lower, upper, seed + 1 if random_choice else None)
-        # Per-pair values on the grid. First bucket above d(a,p): bucket_of(x) for x just
-        # above it.
-        lo = buckets.bucket_of(on_grid(d_ap, inf), "right", "right")
-        beyond_first = buckets.first_nonempty(lo)
-        has_beyond = off_grid(beyond_first) < buckets.num_buckets
-        if strategy == "tfa_semi_hard":
-            hardest_beyond = off_grid(buckets.hardest_in(beyond_first))
-            farthest = tf.gather(_first_argmax(d, is_neg), a)
-            return tf.where(has_beyond, hardest_beyond, farthest), tf.ones_like(has_beyond)
-
-        # semi_hard. Last bucket below d(a,p) + alpha: bucket_of(x) for x just below it.
-        hi = buckets.bucket_of(on_grid(d_margin, inf), "left", "left")
+        inf = tf.constant(_INF, tf.float32)
+        lower = tf.sort(batch.on_grid(batch.d_ap, inf), axis=1)
+        buckets = _Buckets(batch.d, batch.is_neg, lower, lower + batch.alpha,
+                           seed + 1 if random_choice else None)
+        lo, beyond_first, has_beyond = _first_bucket_beyond(batch, buckets)
+        # Last bucket below d(a,p) + alpha: bucket_of(x) for x just below it.
+        hi = buckets.bucket_of(batch.on_grid(batch.d_margin, inf), "left", "left")
         band = buckets.count_between(lo, hi)
-        keep = off_grid(band) > 0
-        fallback = opts["fallback"] == "hardest_beyond"
+        keep = batch.off_grid(band) > 0
         # The first non-empty bucket above d(a,p) is in the band whenever the band is not
         # empty.
-        hardest = off_grid(buckets.hardest_in(beyond_first)) if fallback or not random_choice \
-            else None
-        chosen = off_grid(buckets.random_in_band(lo, band, seed)) if random_choice else hardest
+        hardest = (batch.off_grid(buckets.hardest_in(beyond_first))
+                   if fallback or not random_choice else None)
+        chosen = (batch.off_grid(buckets.random_in_band(lo, band, seed)) if random_choice
+                  else hardest)
         if fallback:
             chosen = tf.where(keep, chosen, hardest)
             keep = keep | has_beyond
         return chosen, keep
 
-    if strategy == "semi_hard" and opts["fallback"] == "skip":
-        candidates = _BandCandidates(d, is_neg, a, d_ap, d_margin)
+    if fallback:
+        chosen, keep = by_buckets()
+    else:
+        candidates = _BandCandidates(batch.d, batch.is_neg, batch.a, batch.d_ap, batch.d_margin)
         chosen, keep = tf.cond(
-            candidates.size <= _candidate_budget(n),
+            candidates.size <= _candidate_budget(batch.n),
             lambda: candidates.choose(seed + 1 if random_choice else None),
             by_buckets)
-    else:
-        chosen, keep = by_buckets()
-    return tf.boolean_mask(_stack(a, p, chosen), keep)
+    return tf.boolean_mask(_stack(batch.a, batch.p, chosen), keep)
+
+
+# One selector per strategy: (batch, seed as given, resolved options) -> int32 [T, 3]. Only the
+# selectors that draw at random turn the seed into a stateless one (None draws from TF's
+# global generator, which the others must leave untouched).
+_SELECTORS = {
+    "semi_hard": _select_semi_hard,
+    "hard": _select_hard,
+    "all": _select_all,
+    "random": _select_random,
+    "tfa_semi_hard": _select_tfa_semi_hard,
+}
 
 
 def _candidate_budget(n):

@@ -7,6 +7,9 @@ import platform
 import subprocess
 import sys
 
+import tensorflow as tf
+from absl import flags as absl_flags
+
 from facenet_tf import io_utils
 
 PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "apache-beam", "tensorflow-datasets",
@@ -52,20 +55,18 @@ def collect(flags: dict | None = None) -> dict:
 
 def absl_flag_values() -> dict:
     """The values of every absl flag defined by the running program's own modules."""
-    from absl import flags
     values = {}
-    for module_flags in flags.FLAGS.flags_by_module_dict().values():
+    for module_flags in absl_flags.FLAGS.flags_by_module_dict().values():
         for flag in module_flags:
             values[flag.name] = flag.value
     return {k: v for k, v in values.items() if _is_jsonable(v)}
 
 
-def write(run_dir: str, flags: dict | None = None, name: str = "run_info.json") -> dict:
-    """Writes the run record into `run_dir` and returns it."""
-    import tensorflow as tf
-    tf.io.gfile.makedirs(run_dir)
+def write(path: str, flags: dict | None = None) -> dict:
+    """Writes the run record to the JSON file `path` (its folder is made) and returns it."""
+    tf.io.gfile.makedirs(os.path.dirname(path) or ".")
     info = collect(flags)
-    io_utils.write_json_atomic(os.path.join(run_dir, name), info)
+    io_utils.write_json_atomic(path, info)
     return info
 
 

@@ -8,12 +8,14 @@ Keras model.fit under tf.distribute, checkpoints with resume, evaluation, SavedM
 command after an interruption resumes from the last checkpoint in --model_dir.
 """
 
+import dataclasses
 import json
-import os
 
 from absl import app, flags, logging
 
 from facenet_tf.training import config as cfg
+from facenet_tf.training import distribution, loop
+from facenet_tf.training.state import TrainingDiverged
 
 FLAGS = flags.FLAGS
 
@@ -88,7 +90,7 @@ def _define_flags():
 
 
 def config_from_flags() -> cfg.TrainConfig:
-    names = [f.name for f in __import__("dataclasses").fields(cfg.TrainConfig)]
+    names = [f.name for f in dataclasses.fields(cfg.TrainConfig)]
     values = {name: getattr(FLAGS, name) for name in names if name in FLAGS}
     if values.get("input_shape"):
         h, w = (int(v) for v in values["input_shape"])
@@ -103,13 +105,11 @@ def main(argv):
         config = config_from_flags()
     except ValueError as e:
         raise app.UsageError(str(e))
-    # Logical CPU devices must exist before any TF op, so this happens before importing the loop.
-    from facenet_tf.training import distribution
+    # Logical CPU devices must exist before the first TF op runs.
     distribution.configure_cpu_replicas(config.num_cpu_replicas)
-    from facenet_tf.training import callbacks, loop
     try:
         result = loop.train(config)
-    except callbacks.TrainingDiverged as e:
+    except TrainingDiverged as e:
         logging.error("%s", e)
         raise SystemExit(2)
     summary = {k: result[k] for k in ("step", "generation", "export_dir", "loss", "eval")}
@@ -117,6 +117,7 @@ def main(argv):
 
 
 def run():
+    """The `facenet-train` command."""
     _define_flags()
     flags.mark_flags_as_required(["train_data", "model_dir"])
     app.run(main)

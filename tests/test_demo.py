@@ -7,15 +7,15 @@ import sys
 
 import pytest
 
-from facenet_tf import demo
+from facenet_tf.data.splits import split_identities
 from tests.conftest import REPO_ROOT, make_image_folder
 
 
 def test_split_is_seeded_disjoint_and_complete(tmp_path):
     src = make_image_folder(tmp_path / "src", num_identities=8, images_per_identity=2)
-    train, heldout = demo.split_identities(src, str(tmp_path / "a" / "train"),
+    train, heldout = split_identities(src, str(tmp_path / "a" / "train"),
                                            str(tmp_path / "a" / "heldout"), 3, seed=1)
-    again = demo.split_identities(src, str(tmp_path / "b" / "train"),
+    again = split_identities(src, str(tmp_path / "b" / "train"),
                                   str(tmp_path / "b" / "heldout"), 3, seed=1)
     assert (train, heldout) == again
     assert len(heldout) == 3 and not set(train) & set(heldout)
@@ -28,7 +28,7 @@ def test_split_is_seeded_disjoint_and_complete(tmp_path):
 def test_split_refuses_a_heldout_count_that_leaves_too_few(tmp_path):
     src = make_image_folder(tmp_path / "src", num_identities=4, images_per_identity=2)
     with pytest.raises(ValueError, match="heldout_identities=3"):
-        demo.split_identities(src, str(tmp_path / "t"), str(tmp_path / "h"), 3, seed=0)
+        split_identities(src, str(tmp_path / "t"), str(tmp_path / "h"), 3, seed=0)
 
 
 @pytest.mark.slow

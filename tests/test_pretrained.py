@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from facenet_tf import pretrained
+from facenet_tf.models import pretrained
+from facenet_tf.serving.exporter import export_pretrained
 from facenet_tf.data.preprocess import preprocess_encoded
 from facenet_tf.models.layers import InferenceBatchNormalization
 from facenet_tf.models.quantize import dequantize_embeddings, quantize_embeddings
@@ -208,7 +209,7 @@ def test_byte_embeddings_keep_verification_accuracy_on_lfw(model, lfw_dir):
 @pytest.mark.slow
 def test_export_writes_keras_and_saved_model(graph_def, tmp_path):
     out = str(tmp_path / "export")
-    manifest = pretrained.export_pretrained(out, graph_def=graph_def)
+    manifest = export_pretrained(out, graph_def=graph_def)
     assert os.path.exists(os.path.join(out, "manifest.json"))
     assert manifest["preprocess"]["standardization"] == "prewhiten"
     x = np.random.RandomState(1).randn(3, 160, 160, 3).astype(np.float32)

@@ -286,29 +286,3 @@ def generate_pairs(images_root: str, num_folds: int = 10, pairs_per_fold: int | 
         pairs.extend(cand[:per_set])
         pairs.extend(_sample_mismatched(fold, counts, per_set, rng))
     return pairs
-
-
-def main(argv):
-    from absl import flags, logging
-    del argv
-    f = flags.FLAGS
-    pairs = generate_pairs(f.images, num_folds=f.num_folds, pairs_per_fold=f.pairs_per_fold,
-                           seed=f.seed, identities=f.identities)
-    write_pairs(f.output, pairs, num_folds=f.num_folds)
-    logging.info("wrote %d pairs in %d folds to %s", len(pairs), f.num_folds, f.output)
-
-
-def _define_flags():
-    from absl import flags
-    flags.DEFINE_string("images", None, "Identity-per-folder image root.", required=True)
-    flags.DEFINE_string("output", None, "Pairs file to write.", required=True)
-    flags.DEFINE_integer("num_folds", 10, "Identity-disjoint folds.")
-    flags.DEFINE_integer("pairs_per_fold", None, "Pairs per fold (even); default: most allowed.")
-    flags.DEFINE_integer("seed", 0, "Sampling seed.")
-    flags.DEFINE_list("identities", None, "Only these identity folders (default: all).")
-
-
-if __name__ == "__main__":
-    from absl import app
-    _define_flags()
-    app.run(main)

@@ -133,11 +133,3 @@ def squared_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     return np.sum(np.square(a - b), axis=-1)
-
-
-def quantize_uint8(embeddings: np.ndarray) -> np.ndarray:
-    """Embeddings in [-1, 1] stored as one byte per dimension (the paper's 128-byte codes),
-    returned de-quantised as float32 so distances can be compared with the float ones."""
-    x = np.clip(np.asarray(embeddings, dtype=np.float32), -1.0, 1.0)
-    codes = np.round((x + 1.0) * 127.5).astype(np.uint8)
-    return codes.astype(np.float32) / 127.5 - 1.0

@@ -1,4 +1,5 @@
-"""Embedding networks by name: the paper's NN1..NN4, NNS1, NNS2, and Inception-ResNet-v1.
+"""Embedding networks by name: the paper's NN1..NN4, NNS1, NNS2, Inception-ResNet-v1, and
+"pretrained" (Inception-ResNet-v1 with the converted FaceNet weights, facenet_tf.models.pretrained).
 
 `build_model(name)` returns a Keras model mapping standardised float32 images [B, H, W, 3]
 to L2-normalised float32 embeddings [B, embedding_dim] (float32 even under a mixed policy).
@@ -6,10 +7,11 @@ to L2-normalised float32 embeddings [B, embedding_dim] (float32 even under a mix
 
 import keras
 
-from facenet_tf.models import inception, inception_resnet_v1, zeiler_fergus
+from facenet_tf.models import inception, inception_resnet_v1, pretrained, zeiler_fergus
 from facenet_tf.models.card import model_card
 
 ARCHITECTURES = ("nn1", "nn2", "nn3", "nn4", "nns1", "nns2", "inception_resnet_v1")
+PRETRAINED = "pretrained"
 
 _DEFAULT_SHAPES = {
     "nn1": zeiler_fergus.DEFAULT_INPUT_SHAPE,
@@ -17,7 +19,7 @@ _DEFAULT_SHAPES = {
     "inception_resnet_v1": inception_resnet_v1.DEFAULT_INPUT_SHAPE,
 }
 
-__all__ = ["ARCHITECTURES", "build_model", "default_input_shape", "model_card"]
+__all__ = ["ARCHITECTURES", "PRETRAINED", "build_model", "default_input_shape", "model_card"]
 
 
 def _check_name(name):
@@ -31,15 +33,30 @@ def default_input_shape(name: str) -> tuple:
     return tuple(_DEFAULT_SHAPES[name])
 
 
-def build_model(name: str, embedding_dim: int = 128, input_shape=None, seed=None,
+DEFAULT_EMBEDDING_DIM = 128
+
+
+def build_model(name: str, embedding_dim: int | None = None, input_shape=None, seed=None,
                 **options) -> keras.Model:
     """Builds architecture `name` with a linear projection to `embedding_dim` and L2 norm.
 
     seed: seeds Keras' weight initialisation (same seed, same weights). options go to the
     family's builder: use_batch_norm / dropout (paper models), dropout / bn_inference_only
-    (inception_resnet_v1).
+    (inception_resnet_v1), those of facenet_tf.models.pretrained.build_pretrained_model for
+    "pretrained", whose sizes are fixed (160x160 in, 512-D out) and whose weights are given.
+    embedding_dim defaults to the paper's 128.
     """
+    if name == PRETRAINED:
+        fixed = {"embedding_dim": (embedding_dim, pretrained.EMBEDDING_DIM),
+                 "input_shape": (None if input_shape is None else tuple(input_shape),
+                                 pretrained.INPUT_SHAPE)}
+        for arg, (given, size) in fixed.items():
+            if given is not None and given != size:
+                raise ValueError(f"the pretrained model's {arg} is {size}, got {given}")
+        return pretrained.build_pretrained_model(**options)
     _check_name(name)
+    if embedding_dim is None:
+        embedding_dim = DEFAULT_EMBEDDING_DIM
     if not isinstance(embedding_dim, int) or embedding_dim < 1:
         raise ValueError(f"embedding_dim must be a positive int, got {embedding_dim!r}")
     shape = tuple(input_shape) if input_shape is not None else default_input_shape(name)

@@ -2,6 +2,9 @@
 
 import dataclasses
 
+from facenet_tf import io_utils
+from facenet_tf.pipelines.mine_triplets import MiningConfig
+
 MINING_MODES = ("offline", "online")
 MINING_STRATEGIES = ("semi_hard", "hard", "all", "random")
 OPTIMIZERS = ("adagrad", "adam", "sgd")
@@ -104,3 +107,29 @@ class TrainConfig:
         d["input_shape"] = list(self.input_shape) if self.input_shape else None
         d["beam_pipeline_args"] = list(self.beam_pipeline_args)
         return d
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "TrainConfig") -> "TrainConfig":
+        """The inverse of to_dict; an unknown key is an error naming it and `source`."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"{source}: unknown TrainConfig field(s) {unknown}")
+        return cls(**values)
+
+    def save(self, path: str) -> None:
+        io_utils.write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str) -> "TrainConfig":
+        return cls.from_dict(io_utils.read_json(path), source=path)
+
+    def mining_config(self, model: str, output_dir: str, seed: int,
+                      generation: int) -> MiningConfig:
+        """The Beam miner's config for one generation of this run, mined by `model`."""
+        return MiningConfig(
+            dataset=self.train_data, model=model, output_dir=output_dir,
+            strategy=self.strategy, alpha=self.alpha,
+            identities_per_subset=self.identities_per_subset,
+            images_per_identity=self.images_per_identity, num_subsets=self.num_subsets,
+            subset_fraction=self.subset_fraction, seed=seed, generation=generation)

@@ -1,4 +1,4 @@
-"""Picks the tf.distribute strategy: MirroredStrategy over local devices, or multi-worker."""
+"""Picks the tf.distribute strategy (the training devices, not a triplet rule): MirroredStrategy over local devices, or multi-worker."""
 
 import json
 import os
@@ -22,8 +22,8 @@ def configure_cpu_replicas(num_replicas: int) -> None:
                 f"{existing} logical CPU device(s); set it before any TF op runs") from e
 
 
-def make_strategy(distribution: str = "mirrored",
-                  num_cpu_replicas: int = 0) -> tf.distribute.Strategy:
+def make_distribute_strategy(distribution: str = "mirrored",
+                             num_cpu_replicas: int = 0) -> tf.distribute.Strategy:
     """MirroredStrategy over all GPUs, else over `num_cpu_replicas` logical CPUs (or one CPU).
 
     distribution="multi_worker" gives MultiWorkerMirroredStrategy, configured by TF_CONFIG.
@@ -53,9 +53,9 @@ def task_info() -> tuple[str, int]:
     return task.get("type", "chief"), int(task.get("index", 0))
 
 
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
+def is_chief(distribute_strategy: tf.distribute.Strategy) -> bool:
     """The one worker that writes checkpoints, exports and mined generations."""
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    if not isinstance(distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True
     task_type, index = task_info()
     cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})

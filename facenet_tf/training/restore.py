@@ -1,20 +1,24 @@
 """Rebuilds a training run's embedding network from one of its checkpoints, for export."""
 
 import dataclasses
-import os
 
+import keras
 import tensorflow as tf
 
 from facenet_tf import io_utils
+from facenet_tf.data.preprocess import PreprocessConfig
+from facenet_tf.training import builders
 from facenet_tf.training.config import TrainConfig
+from facenet_tf.training.run_dir import RunDir
+from facenet_tf.training.state import read_state
 
 
 @dataclasses.dataclass
 class RestoredEmbedder:
-    model: object            # keras.Model, the embedding network with the checkpoint's weights
-    preprocess: object       # PreprocessConfig the run trained with
-    step: int
-    threshold: float | None  # the run's best verification threshold, if it evaluated
+    model: keras.Model               # the embedding network with the checkpoint's weights
+    preprocess: PreprocessConfig     # the preprocessing the run trained with
+    step: int | None
+    threshold: float | None          # the run's best verification threshold, if it evaluated
     checkpoint: str
 
 
@@ -31,28 +35,35 @@ def checkpoint_prefix(path: str) -> str:
     return path
 
 
+def run_config(run_dir: RunDir) -> TrainConfig:
+    """The TrainConfig a run recorded (train_config.json; runs older than that file recorded
+    it as the flags of run_info.json)."""
+    if tf.io.gfile.exists(run_dir.train_config):
+        return TrainConfig.load(run_dir.train_config)
+    if tf.io.gfile.exists(run_dir.run_info):
+        return TrainConfig.from_dict(io_utils.read_json(run_dir.run_info).get("flags", {}),
+                                     source=run_dir.run_info)
+    raise FileNotFoundError(f"{run_dir.path}: not a facenet_tf training run (no "
+                            f"{run_dir.train_config} to rebuild the network from)")
+
+
 def restore_embedder(path: str) -> RestoredEmbedder:
     """Loads the weights of a trainer checkpoint (checkpoints/ckpt-N, or best/) into a fresh
-    copy of the run's network, built from the run's recorded flags (run_info.json)."""
-    from facenet_tf.training import loop
+    copy of the run's network, built from the run's recorded config."""
     prefix = checkpoint_prefix(path)
-    model_dir = os.path.dirname(os.path.dirname(prefix))
-    info_path = os.path.join(model_dir, "run_info.json")
-    if not tf.io.gfile.exists(info_path):
-        raise FileNotFoundError(f"{prefix}: not inside a facenet_tf training run "
-                                f"(no {info_path} to rebuild the network from)")
-    recorded = io_utils.read_json(info_path).get("flags", {})
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in recorded.items() if k in fields})
-    embedder = loop.build_embedder(config)
+    run_dir = RunDir.of_checkpoint(prefix)
+    try:
+        config = run_config(run_dir)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{prefix}: {e}") from None
+    embedder = builders.build_embedder(config)
     tf.train.Checkpoint(model=embedder).restore(prefix).expect_partial() \
         .assert_existing_objects_matched()
-    threshold = None
-    state_path = os.path.join(model_dir, "train_state.json")
-    if tf.io.gfile.exists(state_path):
-        best = io_utils.read_json(state_path).get("best") or {}
-        threshold = best.get("threshold_mean")
-    step = int(prefix.rsplit("-", 1)[-1]) if prefix.rsplit("-", 1)[-1].isdigit() else None
+    state = read_state(run_dir)
+    threshold = (state.best or {}).get("threshold_mean") if state else None
+    number = prefix.rsplit("-", 1)[-1]
     return RestoredEmbedder(model=embedder,
-                            preprocess=loop.preprocess_config(config, embedder.input_shape[1:]),
-                            step=step, threshold=threshold, checkpoint=prefix)
+                            preprocess=builders.preprocess_config(config,
+                                                                  embedder.input_shape[1:]),
+                            step=int(number) if number.isdigit() else None,
+                            threshold=threshold, checkpoint=prefix)

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from beam_jobs import build_dataset as job
+from facenet_tf.pipelines import build_dataset as job
 from facenet_tf import io_utils
 from facenet_tf.data import records
 from tests.conftest import REPO_ROOT, make_image_folder

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from beam_jobs import build_dataset as job
-from facenet_tf.data import datasets
+from facenet_tf.pipelines import build_dataset as job
+from facenet_tf.data import readers
 from facenet_tf.data.preprocess import PreprocessConfig
 from tests.conftest import make_image_folder
 
@@ -25,7 +25,7 @@ def test_image_folder_sees_the_same_images_and_labels(tmp_path):
     out = str(tmp_path / "built")
     job.build_dataset(faces, out, num_shards=1)
     config = PreprocessConfig(image_size=(20, 16))
-    ours = {e["image_id"].decode(): e for e in datasets.image_dataset(
+    ours = {e["image_id"].decode(): e for e in readers.image_dataset(
         out, config, with_metadata=True).as_numpy_iterator()}
     assert ours.keys() == tfds_images.keys()
     for image_id, (pixels, label) in tfds_images.items():

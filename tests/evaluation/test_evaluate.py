@@ -10,7 +10,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from facenet_tf import cluster, compare, embed, evaluate, export
+from facenet_tf import workflows
+from facenet_tf.evaluation import image_files, protocols
+from facenet_tf.serving import exporter
+from facenet_tf.serving.loader import load_embedder
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data import preprocess as pp
 from facenet_tf.evaluation import verification
@@ -25,7 +28,7 @@ def setup(tmp_path_factory):
     faces = make_image_folder(str(root / "faces"), num_identities=8, images_per_identity=4,
                               size=(40, 36), seed=1)
     model = make_tiny_embedding_model()
-    path = export.export_saved_model(model, str(root / "model"), CFG, threshold=0.5)
+    path = exporter.export_saved_model(model, str(root / "model"), CFG, threshold=0.5)
     return model, path, faces, root
 
 
@@ -45,7 +48,7 @@ def test_evaluate_model_matches_direct_computation(setup, tmp_path):
     pf = str(tmp_path / "pairs.txt")
     pairs_lib.write_pairs(pf, pairs, num_folds=2)
     out_json = str(tmp_path / "m.json")
-    r = evaluate.evaluate_model(path, pf, faces, plots_dir=str(tmp_path / "plots"),
+    r = protocols.evaluate_model(path, pf, faces, plots_dir=str(tmp_path / "plots"),
                                 output_json=out_json, flip=True)
     d = []
     for p in pairs:
@@ -59,7 +62,7 @@ def test_evaluate_model_matches_direct_computation(setup, tmp_path):
     assert r["num_pairs"] == 16 and r["folds"] == "from file"
     assert r["num_images"] == len({x for p in pairs for x in pairs_lib.pair_image_paths(faces, p)})
     for key in ("accuracy_std", "val_at_far_1e-3", "val_at_far_1e-2", "eer", "threshold_mean",
-                "uint8_accuracy_mean"):
+                "int8_accuracy_mean"):
         assert key in r
     assert json.load(open(out_json))["accuracy_mean"] == r["accuracy_mean"]
     for name in ("roc.png", "distance_histogram.png"):
@@ -78,9 +81,9 @@ def test_missing_images_listed_or_skipped(setup, tmp_path):
            pairs_lib.Pair("person_01", 9, "person_02", 1, False)]
     pairs_lib.write_pairs(pf, good + bad)
     with pytest.raises(FileNotFoundError) as e:
-        evaluate.evaluate_model(path, pf, faces, num_folds=2)
+        protocols.evaluate_model(path, pf, faces, num_folds=2)
     assert "3 images" in str(e.value) and "nobody" in str(e.value)
-    r = evaluate.evaluate_model(path, pf, faces, skip_missing=True, num_folds=2)
+    r = protocols.evaluate_model(path, pf, faces, skip_missing=True, num_folds=2)
     assert r["num_pairs"] == 4 and r["num_skipped_pairs"] == 2 and r["num_missing_images"] == 3
 
 
@@ -98,25 +101,25 @@ def test_pgm_folder_and_preprocess_override(setup, tmp_path):
     pf = str(tmp_path / "orl_pairs.txt")
     pairs_lib.write_pairs(pf, pairs, num_folds=2)
     other = pp.PreprocessConfig(image_size=(32, 32), crop_fraction=0.6, standardization="prewhiten")
-    r = evaluate.evaluate_model(path, pf, str(root), preprocess=other)
+    r = protocols.evaluate_model(path, pf, str(root), preprocess=other)
     assert r["preprocess"] == other.to_dict()
     p = pairs[0]
     a, b = pairs_lib.pair_image_paths(str(root), p)
     grey = lambda f: np.repeat(np.array(Image.open(f))[..., None], 3, -1)
     ea = model(pp.preprocess_image(grey(a), other)[None]).numpy()[0]
     eb = model(pp.preprocess_image(grey(b), other)[None]).numpy()[0]
-    embedder = evaluate.with_preprocess(export.load_embedder(path), other)
-    got = evaluate.embedding.embed_files(embedder, [a, b])
+    embedder = load_embedder(path).with_preprocess(other)
+    got = image_files.embed_files(embedder, [a, b])
     np.testing.assert_allclose(got, np.stack([ea, eb]), atol=1e-5)
 
 
 def test_undecodable_image_is_named_with_the_reason(setup):
     from facenet_tf.data.images import BadImageError
     _, path, faces, _ = setup
-    embedder = export.load_embedder(path)
+    embedder = load_embedder(path)
     good = open(os.path.join(faces, "person_00", "img_000.png"), "rb").read()
     with pytest.raises(BadImageError) as e:
-        evaluate.embedding.embed_encoded_images(embedder, [good, b"\x89PNG not really"],
+        image_files.embed_encoded_images(embedder, [good, b"\x89PNG not really"],
                                                 names=["good.png", "broken.png"])
     assert str(e.value).startswith("broken.png: cannot decode (Unknown image file format")
     assert "Graph execution" not in str(e.value)
@@ -124,31 +127,31 @@ def test_undecodable_image_is_named_with_the_reason(setup):
 
 def test_identity_folder_embed_compare_cluster(setup, tmp_path):
     model, path, faces, _ = setup
-    embedder = export.load_embedder(path)
-    r = evaluate.evaluate_identity_folder(embedder, faces)
+    embedder = load_embedder(path)
+    r = protocols.evaluate_identity_folder(embedder, faces)
     for key in ("precision_at_1", "map_at_r", "r_precision", "nmi", "ami"):
         assert 0.0 <= r[key] <= 1.0
     assert r["num_images"] == 32 and r["cluster_threshold"] == 0.5
 
-    arrays = embed.embed_folder(embedder, faces)
+    arrays = workflows.embed_folder(embedder, faces)
     ids = list(arrays["image_ids"])
     assert ids[0] == os.path.join("person_00", "img_000.png") and len(ids) == 32
     np.testing.assert_allclose(arrays["embeddings"][0],
                                _oracle_embedding(model, os.path.join(faces, ids[0]), CFG),
                                atol=1e-5)
     out = str(tmp_path / "e.npz")
-    embed.write_npz(out, arrays, embedder.fingerprint)
+    workflows.write_npz(out, arrays, embedder.fingerprint)
     assert str(np.load(out)["model_fingerprint"]) == embedder.fingerprint
 
     a, b = (os.path.join(faces, ids[0]), os.path.join(faces, ids[5]))
-    c = compare.compare(embedder, a, b)
+    c = workflows.compare(embedder, a, b)
     expect = float(np.sum((_oracle_embedding(model, a, CFG) - _oracle_embedding(model, b, CFG)) ** 2))
     assert c["distance"] == pytest.approx(expect, abs=1e-5)
     assert c["same"] == (expect <= 0.5)
 
-    listing = cluster.cluster_folder(embedder, faces, threshold=4.1)  # above any distance
+    listing = workflows.cluster_folder(embedder, faces, threshold=4.1)  # above any distance
     assert len(listing["clusters"]) == 1 and len(listing["clusters"][0]["images"]) == 32
-    listing = cluster.cluster_folder(embedder, faces, threshold=0.0)
+    listing = workflows.cluster_folder(embedder, faces, threshold=0.0)
     # 32 singletons vs 8 identities of 4: MI = H(T) = ln 8, H(P) = ln 32,
     # NMI = 2 ln 8 / (ln 8 + ln 32) = 6 / 8.
     assert len(listing["clusters"]) == 32 and listing["nmi"] == pytest.approx(0.75)

@@ -13,7 +13,7 @@ TINY_SHAPE = (32, 32, 3)
 
 def tiny_dataset(tmp_path, num_identities=4, images_per_identity=4, seed=0) -> str:
     """A build_dataset output over a small random identity folder (32x32 PNGs)."""
-    from beam_jobs.build_dataset import build_dataset
+    from facenet_tf.pipelines.build_dataset import build_dataset
     from tests.conftest import make_image_folder
     folder = make_image_folder(os.path.join(tmp_path, "faces"), num_identities,
                                images_per_identity, size=TINY_SHAPE[:2], seed=seed)

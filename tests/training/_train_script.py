@@ -28,13 +28,13 @@ def train(config_json):
 def first_update(replicas, out):
     """One SGD step of the offline trainer on a fixed batch of 8 triplets; saves the weights."""
     import numpy as np
-    from facenet_tf.training import distribution, loop
+    from facenet_tf.training import builders, distribution
     from facenet_tf.training.config import TrainConfig
-    strategy = distribution.make_strategy("mirrored", int(replicas))
-    assert strategy.num_replicas_in_sync == max(1, int(replicas))
+    distribute_strategy = distribution.make_distribute_strategy("mirrored", int(replicas))
+    assert distribute_strategy.num_replicas_in_sync == max(1, int(replicas))
     config = TrainConfig(train_data="unused", model_dir="unused", optimizer="sgd",
                          momentum=0.0, learning_rate=0.5, alpha=0.5, batch_size=8)
-    model, embedder, _ = loop.compile_model(config, strategy, tiny_embedder)
+    model, embedder, _ = builders.compile_model(config, distribute_strategy, tiny_embedder)
     x = np.random.RandomState(1).uniform(-1, 1, (8, 3) + _helpers.TINY_SHAPE).astype("float32")
     initial = [w.copy() for w in embedder.get_weights()]
     history = model.fit(x, np.zeros(8, "float32"), batch_size=8, epochs=1, shuffle=False,

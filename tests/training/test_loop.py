@@ -9,7 +9,9 @@ import pytest
 import tensorflow as tf
 
 from facenet_tf import io_utils
-from facenet_tf.training import callbacks, loop
+from facenet_tf.training import loop
+from facenet_tf.training.run_dir import RunDir
+from facenet_tf.training.state import TrainingDiverged
 from facenet_tf.training.config import TrainConfig
 from tests.conftest import make_tiny_embedding_model
 from tests.training import _helpers
@@ -48,15 +50,15 @@ def test_two_generations_then_resume_continues(dataset, tmp_path):
     for h in result["history"]:
         assert np.isfinite(h["loss"]) and 0 <= h["fraction_active"] <= 1
     # Generation 1 was mined by the model as it was at step 2 (the re-mining checkpoint).
-    gen0 = io_utils.read_manifest(loop.generation_dir(str(model_dir), 0))
-    gen1 = io_utils.read_manifest(loop.generation_dir(str(model_dir), 1))
+    gen0 = io_utils.read_manifest(RunDir(str(model_dir)).generation(0))
+    gen1 = io_utils.read_manifest(RunDir(str(model_dir)).generation(1))
     assert (gen0["model_step"], gen1["model_step"]) == (0, 2)
     assert gen0["model_fingerprint"] != gen1["model_fingerprint"]
     assert os.path.exists(os.path.join(result["export_dir"], "saved_model.pb"))
     assert os.path.exists(model_dir / "run_info.json")
     assert any(f.startswith("events") for f in os.listdir(model_dir / "tensorboard"))
 
-    state = json.loads((model_dir / callbacks.STATE_NAME).read_text())
+    state = io_utils.read_json(RunDir(str(model_dir)).train_state)
     assert _optimizer_iterations(state["checkpoint"]) == 4
 
     # Same directory, more steps: continues at step 4 in generation 1 -> 2, keeps the history.
@@ -64,7 +66,7 @@ def test_two_generations_then_resume_continues(dataset, tmp_path):
     assert (again["step"], again["generation"]) == (6, 2)
     assert [h["step"] for h in again["history"]] == [2, 4, 6]
     assert again["history"][:2] == result["history"]
-    state = json.loads((model_dir / callbacks.STATE_NAME).read_text())
+    state = io_utils.read_json(RunDir(str(model_dir)).train_state)
     assert _optimizer_iterations(state["checkpoint"]) == 6
     # keep_generations=2 (default): generation 0 and the export it was mined from are gone;
     # generations 1 and 2 and the exports at steps 2 and 4 that mined them stay.
@@ -79,7 +81,7 @@ def test_async_mining_mines_the_next_generation_with_the_weights_at_the_start(da
                                 keep_generations=0), embedder_fn=tiny)
     assert (result["step"], result["generation"]) == (6, 2)
     # Generation k+1 is mined while k trains, by the weights at the start of k.
-    steps = [io_utils.read_manifest(loop.generation_dir(str(model_dir), g))["model_step"]
+    steps = [io_utils.read_manifest(RunDir(str(model_dir)).generation(g))["model_step"]
              for g in range(3)]
     assert steps == [0, 0, 2]
     # Only the exports the miner used: none made while a background mining was still running.
@@ -98,8 +100,8 @@ def test_prune_generations_keeps_the_newest_and_their_exports(tmp_path):
         (model_dir / "exports" / f"step-{step:08d}").mkdir(parents=True)
     (model_dir / "exports" / "notes.txt").write_text("not an export")
 
-    assert loop.prune_generations(str(model_dir), 3, keep=0) == []
-    deleted = loop.prune_generations(str(model_dir), 3, keep=2)
+    assert RunDir(str(model_dir)).prune_generations(3, keep=0) == []
+    deleted = RunDir(str(model_dir)).prune_generations(3, keep=2)
     assert sorted(os.listdir(model_dir / "triplets")) == ["gen-00002", "gen-00003"]
     assert sorted(os.listdir(model_dir / "exports")) == ["notes.txt", "step-00000020",
                                                          "step-00000030"]
@@ -109,7 +111,7 @@ def test_prune_generations_keeps_the_newest_and_their_exports(tmp_path):
 
 
 def test_steps_zero_exports_the_initial_model(dataset, tmp_path):
-    from facenet_tf.export import load_embedder
+    from facenet_tf.serving.loader import load_embedder
     result = loop.train(_config(dataset, tmp_path / "run", steps=0,
                                 export_dir=str(tmp_path / "export")), embedder_fn=tiny)
     assert result["step"] == 0 and result["history"] == []
@@ -146,9 +148,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
         return keras.Model(base.input, out)
 
     config = _config(dataset, tmp_path / "run", steps=10, remine_every_steps=10)
-    with pytest.raises(callbacks.TrainingDiverged, match="step 6.*step 4"):
+    with pytest.raises(TrainingDiverged, match="step 6.*step 4"):
         loop.train(config, embedder_fn=poisoned)
-    state = json.loads((tmp_path / "run" / callbacks.STATE_NAME).read_text())
+    state = io_utils.read_json(RunDir(str(tmp_path / "run")).train_state)
     assert state["step"] == 4 and [h["step"] for h in state["history"]] == [2, 4]
     reader = tf.train.load_checkpoint(state["checkpoint"])
     for name, _ in tf.train.list_variables(state["checkpoint"]):
@@ -157,9 +159,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
 
 
 def test_final_export_carries_the_threshold_of_its_evaluation(tmp_path):
-    from facenet_tf import compare, evaluate
+    from facenet_tf import workflows
+    from facenet_tf.evaluation import protocols
     from facenet_tf.data.pairs import generate_pairs, write_pairs
-    from facenet_tf.export import load_embedder
+    from facenet_tf.serving.loader import load_embedder
     from tests.conftest import make_image_folder
     dataset = _helpers.tiny_dataset(str(tmp_path / "data"))
     heldout = make_image_folder(str(tmp_path / "heldout"), num_identities=4,
@@ -173,11 +176,11 @@ def test_final_export_carries_the_threshold_of_its_evaluation(tmp_path):
     assert [e["step"] for e in result["evals"]] == [0, 2] and result["eval"]["step"] == 2
 
     # The oracle: the served export evaluated on its own, as a user would.
-    served = evaluate.evaluate_model(export_dir, pairs_path, heldout)
+    served = protocols.evaluate_model(export_dir, pairs_path, heldout)
     embedder = load_embedder(export_dir)
     assert embedder.threshold == pytest.approx(served["threshold_mean"], abs=1e-4)
     first = os.path.join(heldout, "person_00", "img_000.png")
     other = os.path.join(heldout, "person_01", "img_000.png")
-    decision = compare.compare(embedder, first, other)
+    decision = workflows.compare(embedder, first, other)
     assert decision["threshold"] == embedder.threshold
     assert decision["same"] == (decision["distance"] <= embedder.threshold)

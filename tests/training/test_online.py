@@ -52,10 +52,10 @@ def _checkpoint_variables(path):
 
 def _batches(dataset, config_dict, count):
     """The first `count` P x K batches the trainer draws (same seed and preprocessing)."""
-    from facenet_tf.data.datasets import pk_batches
-    from facenet_tf.training import loop
+    from facenet_tf.data.readers import pk_batches
+    from facenet_tf.training import builders
     from facenet_tf.training.config import TrainConfig
-    preprocess = loop.preprocess_config(TrainConfig(**config_dict), _helpers.TINY_SHAPE)
+    preprocess = builders.preprocess_config(TrainConfig(**config_dict), _helpers.TINY_SHAPE)
     ds = pk_batches(dataset, BATCH // K, K, preprocess, seed=config_dict.get("seed", 0))
     return list(ds.take(count).as_numpy_iterator())
 
@@ -143,7 +143,7 @@ def test_online_resume_continues_the_data_stream(dataset, straight_run, tmp_path
 def test_pk_stream_ignores_the_global_seed_and_starts_at_start_batch(dataset):
     """The cause of the online-mode crash: Dataset.shuffle with a tensor seed under global seed 0."""
     import tensorflow as tf
-    from facenet_tf.data.datasets import pk_batches
+    from facenet_tf.data.readers import pk_batches
     from facenet_tf.data.preprocess import PreprocessConfig
 
     def labels(global_seed, start_batch=0):
@@ -192,7 +192,8 @@ def _script(config_json, out):
     from facenet_tf.training import distribution, loop
     from facenet_tf.training.config import TrainConfig
     config = TrainConfig(**json.loads(config_json))
-    strategy = distribution.make_strategy(config.distribution, config.num_cpu_replicas)
+    distribute_strategy = distribution.make_distribute_strategy(config.distribution,
+                                                                config.num_cpu_replicas)
     captured = {}
 
     def embedder():
@@ -200,9 +201,9 @@ def _script(config_json, out):
         captured["model"] = model
         return model
 
-    result = loop.train(config, embedder_fn=embedder, strategy=strategy)
+    result = loop.train(config, embedder_fn=embedder, distribute_strategy=distribute_strategy)
     np.savez(out, loss=result["history"][0]["loss"],
-             replicas=strategy.num_replicas_in_sync,
+             replicas=distribute_strategy.num_replicas_in_sync,
              **{f"w{i}": w for i, w in enumerate(captured["model"].get_weights())})
 
 

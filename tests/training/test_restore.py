@@ -26,7 +26,7 @@ def trained_run(tmp_path_factory):
 
 
 def test_checkpoint_export_equals_the_trainers_final_export(trained_run, tmp_path):
-    from facenet_tf.export import load_embedder
+    from facenet_tf.serving.loader import load_embedder
     out = tmp_path / "from_checkpoint"
     cmd = [sys.executable, "-m", "facenet_tf.export",
            f"--checkpoint={os.path.join(trained_run.model_dir, 'checkpoints')}",

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from beam_jobs import mining_transforms as mt
+from facenet_tf.pipelines import beam_utils
+from facenet_tf.pipelines import mining_transforms as mt
 from tests._triplet_oracle import oracle_band, oracle_pairs
 
 
@@ -11,8 +12,8 @@ def test_stable_hash_is_sha256_of_the_joined_parts():
     # Not Python's per-process hash(): the same value in every worker process.
     import hashlib
     digest = hashlib.sha256("7\x1fsubset\x1f3\x1fa/1.png".encode()).digest()
-    assert mt.stable_hash(7, "subset", 3, "a/1.png") == int.from_bytes(digest[:8], "big") >> 1
-    assert mt.stable_hash(7, "subset", 3, "a/2.png") != mt.stable_hash(7, "subset", 3, "a/1.png")
+    assert beam_utils.stable_hash(7, "subset", 3, "a/1.png") == int.from_bytes(digest[:8], "big") >> 1
+    assert beam_utils.stable_hash(7, "subset", 3, "a/2.png") != beam_utils.stable_hash(7, "subset", 3, "a/1.png")
     assert 0 <= mt.derive_seed(7, "subset", 3) < 2 ** 31
 
 

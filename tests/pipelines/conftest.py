@@ -21,7 +21,7 @@ def write_tiny_dataset(root, counts, num_shards=2, seed=0, corrupt_record=False,
     """
     import tensorflow as tf
     from facenet_tf import io_utils
-    from facenet_tf.data import records
+    from facenet_tf.data import readers, records
     rng = np.random.RandomState(seed)
     os.makedirs(root, exist_ok=True)
     recs = []
@@ -46,6 +46,8 @@ def write_tiny_dataset(root, counts, num_shards=2, seed=0, corrupt_record=False,
                 writer.write(b"definitely not a tf.train.Example \xff\xfe")
     per_identity = {f"person_{i:02d}": c for i, c in enumerate(counts)}
     io_utils.write_json_atomic(os.path.join(root, io_utils.MANIFEST_NAME), {
+        "format": readers.DATASET_FORMAT,
+        "version": readers.DATASET_VERSION,
         "label_map": {f"person_{i:02d}": i for i in range(len(counts))},
         "images_per_identity": per_identity,
         "num_images": sum(counts),

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from beam_jobs.mine_triplets import MiningConfig, mine_triplets
-from tests.beam_jobs.conftest import save_tiny_model, write_tiny_dataset
+from facenet_tf.pipelines.mine_triplets import MiningConfig, mine_triplets
+from tests.pipelines.conftest import save_tiny_model, write_tiny_dataset
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 TOL = 1e-5
@@ -341,7 +341,7 @@ def test_cli_multiprocess_run_equals_in_process_run(tmp_path, tiny_model_path):
 @pytest.mark.slow
 def test_orl_through_build_dataset(orl_dir, tmp_path):
     """ORL ingested by build_dataset, an untrained 112x92 model: semi-hard rule and counts."""
-    from beam_jobs.build_dataset import build_dataset
+    from facenet_tf.pipelines.build_dataset import build_dataset
     from tests.conftest import make_tiny_embedding_model
     dataset = str(tmp_path / "orl")
     build_dataset(orl_dir, dataset, num_shards=2)

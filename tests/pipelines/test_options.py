@@ -4,8 +4,8 @@ import logging
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from beam_jobs import options
-from beam_jobs.mine_triplets import MiningConfig, mine_triplets
+from facenet_tf.pipelines import options
+from facenet_tf.pipelines.mine_triplets import MiningConfig, mine_triplets
 
 
 def test_runner_defaults_to_the_in_process_fn_api_runner():

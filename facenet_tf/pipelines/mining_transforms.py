@@ -1,32 +1,31 @@
 """The pieces of the offline triplet-mining job: subset sampling, and its Beam DoFns.
 
 Pure, picklable and free of global state, so the same code runs in-process, in local
-worker processes and on remote runners. The pipeline itself is wired in beam_jobs.mine_triplets.
+worker processes and on remote runners. The pipeline itself is wired in
+facenet_tf.pipelines.mine_triplets.
 """
 
 import functools
 import hashlib
-import logging
 import os
 import time
 
 import apache_beam as beam
 import numpy as np
+import tensorflow as tf
 
-from facenet_tf.data import records
+from facenet_tf import mining
+from facenet_tf.data import preprocess, records
+from facenet_tf.models.inference import XLA_MAX_BATCH
+from facenet_tf.pipelines.beam_utils import ms_since, stable_hash
+from facenet_tf.serving.loader import load_embedder
 
 NAMESPACE = "mine_triplets"
 # Counters of milliseconds spent per stage (summed over workers), for profiling the job;
-# embed_ms includes decoding and preprocessing the images.
-EMBED_MS, MINE_MS, WRITE_MS = "embed_ms", "mine_ms", "write_ms"
+# embed_ms includes decoding and preprocessing the images (write_ms: beam_utils.WriteShard).
+EMBED_MS, MINE_MS = "embed_ms", "mine_ms"
 BAD = "bad"
 STATS = "stats"
-
-
-def stable_hash(*parts) -> int:
-    """A 63-bit hash of `parts` that is the same in every process (unlike hash())."""
-    text = "\x1f".join(str(p) for p in parts).encode("utf-8")
-    return int.from_bytes(hashlib.sha256(text).digest()[:8], "big") >> 1
 
 
 def derive_seed(seed: int, *parts) -> int:
@@ -157,12 +156,8 @@ class EmbedImages(beam.DoFn):
         self._embed_ms = beam.metrics.Metrics.counter(NAMESPACE, EMBED_MS)
 
     def setup(self):
-        import tensorflow as tf
-        from facenet_tf.data.preprocess import decode_error_message
         self._embedder = load_job_embedder(self._model_path, self._preprocess_dict,
                                            self._batch_size, self._shared)
-        self._op_error = tf.errors.OpError
-        self._error_message = decode_error_message
 
     def _embed_one_by_one(self, chunk):
         """Embeddings of a chunk's decodable images, those items, and bad-record entries."""
@@ -170,9 +165,9 @@ class EmbedImages(beam.DoFn):
         for item in chunk:
             try:
                 pixels.append(self._embedder.preprocess_encoded([item[0].encoded])[0])
-            except self._op_error as e:
+            except tf.errors.OpError as e:
                 bad.append({"source": item[0].image_id,
-                            "reason": "undecodable image: " + self._error_message(e)})
+                            "reason": "undecodable image: " + preprocess.decode_error_message(e)})
                 continue
             kept.append(item)
         if not kept:
@@ -192,9 +187,9 @@ class EmbedImages(beam.DoFn):
             try:
                 embeddings = self._embedder.embed_encoded(self._padded(encoded))[:len(chunk)]
                 kept, bad = chunk, []
-            except self._op_error:
+            except tf.errors.OpError:
                 embeddings, kept, bad = self._embed_one_by_one(chunk)
-            self._embed_ms.inc(_ms_since(started))
+            self._embed_ms.inc(ms_since(started))
             for entry in bad:
                 self._bad.inc()
                 yield beam.pvalue.TaggedOutput(BAD, entry)
@@ -205,25 +200,19 @@ class EmbedImages(beam.DoFn):
 
 def load_job_embedder(model_path: str, preprocess_dict: dict | None, batch_size: int,
                       shared_model=None):
-    """The job's embedder (facenet_tf.export.load_embedder), through `shared_model` if given.
+    """The job's embedder (facenet_tf.serving.loader.load_embedder), through `shared_model` if
+    given.
 
     The job always embeds whole batches of batch_size, so a `.keras` model's XLA build for
     small batches is left out unless batch_size is small.
     """
-    from facenet_tf import export
-    from facenet_tf.data import preprocess
-    from facenet_tf.models.inference import XLA_MAX_BATCH
     config = preprocess.PreprocessConfig.from_dict(preprocess_dict) if preprocess_dict else None
     xla = XLA_MAX_BATCH if batch_size <= XLA_MAX_BATCH else 0
 
     def load():
-        return export.load_embedder(model_path, preprocess=config, xla_max_batch=xla)
+        return load_embedder(model_path, preprocess=config, xla_max_batch=xla)
 
     return load() if shared_model is None else shared_model.acquire(load)
-
-
-def _ms_since(started: float) -> int:
-    return int(round(1000 * (time.perf_counter() - started)))
 
 
 def by_subset(element):
@@ -261,8 +250,6 @@ def selection_function(strategy: str, alpha: float, options: dict):
 
 @functools.lru_cache(maxsize=None)
 def _selection_function(strategy: str, alpha: float, option_items: tuple):
-    import tensorflow as tf
-    from facenet_tf import mining
     options = dict(option_items)
     resolved = mining.resolve_options(strategy, options)
     counts_semi_hard = strategy == "semi_hard" and resolved["fallback"] == "skip"
@@ -334,7 +321,7 @@ class MineSubset(beam.DoFn):
             per_shard.setdefault(key % self._num_shards, []).append(
                 ((key, subset, ids[a], ids[p], ids[n]), (identity[a], identity[p], identity[n]),
                  ap, an))
-        self._mine_ms.inc(_ms_since(started))
+        self._mine_ms.inc(ms_since(started))
         for shard, rows in sorted(per_shard.items()):
             yield shard, rows
         self._mined.inc()
@@ -345,40 +332,6 @@ class MineSubset(beam.DoFn):
             "anchor_positive_pairs": pairs, "pairs_with_semi_hard_negative": int(with_semi_hard),
             "triplets": len(triplets), "sum_d_ap": float(d_ap.sum()),
             "sum_d_an": float(d_an.sum())})
-
-
-class WriteShard(beam.DoFn):
-    """Writes an element (shard, items) as one TFRecord shard of the generation.
-
-    `serialize(items)` yields the shard's serialized records in their deterministic order:
-    serialize_triplet_rows (functools.partial with the generation's mining info) or
-    serialize_image_records.
-    """
-
-    def __init__(self, directory: str, num_shards: int, prefix: str, serialize,
-                 count_key: str, counter_name: str):
-        self._directory = directory
-        self._num_shards = num_shards
-        self._prefix = prefix
-        self._serialize = serialize
-        self._count_key = count_key
-        self._written = beam.metrics.Metrics.counter(NAMESPACE, counter_name)
-        self._write_ms = beam.metrics.Metrics.counter(NAMESPACE, WRITE_MS)
-
-    def process(self, element):
-        import tensorflow as tf
-        started = time.perf_counter()
-        shard, items = element
-        name = records.shard_name(self._prefix, shard, self._num_shards)
-        count = 0
-        with tf.io.TFRecordWriter(os.path.join(self._directory, name)) as writer:
-            for record in self._serialize(items):
-                writer.write(record)
-                count += 1
-        self._written.inc(count)
-        self._write_ms.inc(_ms_since(started))
-        logging.info("mine_triplets: wrote %s (%d records)", name, count)
-        yield {"file": name, "index": shard, self._count_key: count}
 
 
 def serialize_triplet_rows(model_tag: str, strategy: str, alpha: float, generation: int,
@@ -393,10 +346,3 @@ def serialize_image_records(recs):
     """One image shard's records: each embedded image once, sorted by id."""
     for rec in sorted(recs, key=lambda r: r.image_id):
         yield records.image_example(rec).SerializeToString(deterministic=True)
-
-
-def write_json(items, path: str):
-    """Writes a list (from beam.combiners.ToList) as JSON; used for the job's side results."""
-    from facenet_tf import io_utils
-    io_utils.write_json_atomic(path, sorted(items, key=lambda d: sorted(d.items())))
-    return path

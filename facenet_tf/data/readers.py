@@ -1,6 +1,7 @@
-"""tf.data readers over a beam_jobs.build_dataset output directory.
+"""tf.data readers over a dataset directory (beam_jobs.build_dataset's output), and its format.
 
-- `load_manifest(dir)`: the checked manifest; `shard_paths(dir)`: its shards in manifest order.
+- `load_manifest(dir)`: the checked manifest (DATASET_FORMAT is the one definition of the
+  format); `shard_paths(dir)`: its shards in manifest order.
 - `image_dataset(...)`: every image once per epoch, preprocessed (or augmented), as
   (image, label) pairs, or dicts with the image id and identity when with_metadata=True.
 - `pk_batches(...)`: identity-balanced batches of P identities x K images, streamed.
@@ -32,8 +33,9 @@ from facenet_tf.data import augment as aug
 from facenet_tf.data import preprocess as pp
 from facenet_tf.data import records
 
-MANIFEST_FORMAT = "facenet_tf.images"
-MANIFEST_VERSION = 1
+# What a dataset directory's manifest.json says it is (written by facenet_tf.pipelines.build_dataset).
+DATASET_FORMAT = "facenet_tf.images"
+DATASET_VERSION = 1
 REQUIRED_FIELDS = ("label_map", "images_per_identity", "num_images", "num_identities",
                    "shards")
 SMALL_IDENTITY_POLICIES = ("replace", "skip")
@@ -43,12 +45,12 @@ AUTOTUNE = tf.data.AUTOTUNE
 def load_manifest(dataset_dir: str) -> dict:
     """Reads and checks a dataset directory's manifest.json (errors name the dir and field)."""
     manifest = io_utils.read_manifest(dataset_dir)
-    if manifest.get("format") != MANIFEST_FORMAT:
+    if manifest.get("format") != DATASET_FORMAT:
         raise ValueError(f"{dataset_dir}: manifest format is {manifest.get('format')!r}, "
-                         f"want {MANIFEST_FORMAT!r}")
-    if manifest.get("version") != MANIFEST_VERSION:
+                         f"want {DATASET_FORMAT!r}")
+    if manifest.get("version") != DATASET_VERSION:
         raise ValueError(f"{dataset_dir}: manifest version {manifest.get('version')!r} is not "
-                         f"supported (this code reads version {MANIFEST_VERSION})")
+                         f"supported (this code reads version {DATASET_VERSION})")
     for field in REQUIRED_FIELDS:
         if field not in manifest:
             raise ValueError(f"{dataset_dir}: manifest has no field {field!r}")

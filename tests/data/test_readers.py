@@ -1,4 +1,4 @@
-"""facenet_tf.data.datasets: manifest checks, image_dataset, streamed P x K batches."""
+"""facenet_tf.data.readers: manifest checks, image_dataset, streamed P x K batches."""
 
 import collections
 import json
@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from beam_jobs import build_dataset as job
+from facenet_tf.pipelines import build_dataset as job
 from facenet_tf.data import augment as aug
-from facenet_tf.data import datasets
+from facenet_tf.data import readers
 from facenet_tf.data.preprocess import PreprocessConfig
 
 SIZE = (16, 12)
@@ -42,23 +42,23 @@ def standardized(image):
 
 def test_load_manifest_checks_format(dataset, tmp_path):
     out, _ = dataset
-    manifest = datasets.load_manifest(out)
+    manifest = readers.load_manifest(out)
     assert manifest["num_images"] == sum(COUNTS.values())
     with pytest.raises(FileNotFoundError, match="manifest.json"):
-        datasets.load_manifest(str(tmp_path))
+        readers.load_manifest(str(tmp_path))
     (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "format": "other"}))
     with pytest.raises(ValueError, match="format"):
-        datasets.load_manifest(str(tmp_path))
+        readers.load_manifest(str(tmp_path))
     (tmp_path / "manifest.json").write_text(json.dumps({**manifest}))
     with pytest.raises(FileNotFoundError, match="images-00000-of-00003"):
-        datasets.shard_paths(str(tmp_path))
+        readers.shard_paths(str(tmp_path))
 
 
 def test_image_dataset_yields_every_image_once_with_its_pixels(dataset):
     out, pixels = dataset
     labels = {name: i for i, name in enumerate(sorted(COUNTS))}
     seen = {}
-    for batch in datasets.image_dataset(out, CONFIG, batch_size=5, with_metadata=True):
+    for batch in readers.image_dataset(out, CONFIG, batch_size=5, with_metadata=True):
         for image, label, image_id, identity in zip(
                 batch["image"].numpy(), batch["label"].numpy(),
                 batch["image_id"].numpy(), batch["identity"].numpy()):
@@ -69,7 +69,7 @@ def test_image_dataset_yields_every_image_once_with_its_pixels(dataset):
     assert seen.keys() == pixels.keys()
     for image_id, image in seen.items():
         np.testing.assert_allclose(image, standardized(pixels[image_id]), atol=1e-5)
-    pairs = list(datasets.image_dataset(out, CONFIG).take(2).as_numpy_iterator())
+    pairs = list(readers.image_dataset(out, CONFIG).take(2).as_numpy_iterator())
     assert pairs[0][0].shape == (*SIZE, 3) and np.ndim(pairs[0][1]) == 0
 
 
@@ -77,7 +77,7 @@ def test_image_dataset_shuffle_and_augment_are_seeded(dataset):
     out, pixels = dataset
 
     def ids(**kw):
-        ds = datasets.image_dataset(out, CONFIG, with_metadata=True, num_epochs=2, **kw)
+        ds = readers.image_dataset(out, CONFIG, with_metadata=True, num_epochs=2, **kw)
         return [(e["image_id"], e["image"]) for e in ds.as_numpy_iterator()]
 
     a, b, c = ids(shuffle_seed=1, augment=aug.AugmentConfig()), \
@@ -104,7 +104,7 @@ def test_pk_batches_have_p_distinct_identities_with_k_images(dataset):
     singles = {label_of[n] for n, c in COUNTS.items() if c == 1}
     eligible = sum(1 for c in COUNTS.values() if c >= 2)  # 6, "replace" policy
     p, k, epochs = 3, 4, 3
-    batches = list(datasets.pk_batches(out, p, k, CONFIG, seed=7, num_epochs=epochs)
+    batches = list(readers.pk_batches(out, p, k, CONFIG, seed=7, num_epochs=epochs)
                    .as_numpy_iterator())
     assert len(batches) == epochs * (eligible // p)
     by_label = collections.defaultdict(list)
@@ -131,7 +131,7 @@ def test_pk_batches_skip_policy_and_negatives(dataset):
     label_of = {name: i for i, name in enumerate(sorted(COUNTS))}
     big = {label_of[n] for n, c in COUNTS.items() if c >= 4}
     singles = {label_of[n] for n, c in COUNTS.items() if c == 1}
-    batches = list(datasets.pk_batches(out, 2, 4, CONFIG, seed=1, small_identities="skip",
+    batches = list(readers.pk_batches(out, 2, 4, CONFIG, seed=1, small_identities="skip",
                                        num_negatives=2, num_epochs=4).as_numpy_iterator())
     assert len(batches) == 4 * (len(big) // 2)
     for images, labels in batches:
@@ -140,14 +140,14 @@ def test_pk_batches_skip_policy_and_negatives(dataset):
         assert set(labels[:8].tolist()) <= big
         assert set(labels[8:].tolist()) <= singles
     with pytest.raises(ValueError, match="cannot fill p=5"):
-        datasets.pk_batches(out, 5, 4, CONFIG, seed=1, small_identities="skip")
+        readers.pk_batches(out, 5, 4, CONFIG, seed=1, small_identities="skip")
 
 
 def test_pk_batches_same_seed_same_batches(dataset):
     out, _ = dataset
 
     def run(seed):
-        ds = datasets.pk_batches(out, 3, 2, CONFIG, seed=seed, augment=aug.AugmentConfig(),
+        ds = readers.pk_batches(out, 3, 2, CONFIG, seed=seed, augment=aug.AugmentConfig(),
                                  num_epochs=2)
         return list(ds.as_numpy_iterator())
 
@@ -160,7 +160,7 @@ def test_pk_batches_same_seed_same_batches(dataset):
 def test_pk_batches_on_orl(orl_dir, tmp_path):
     out = str(tmp_path / "orl")
     job.build_dataset(orl_dir, out, num_shards=4)
-    ds = datasets.pk_batches(out, 10, 5, PreprocessConfig((96, 96)), seed=0,
+    ds = readers.pk_batches(out, 10, 5, PreprocessConfig((96, 96)), seed=0,
                              augment=aug.AugmentConfig(), num_epochs=1)
     batches = list(ds.as_numpy_iterator())
     assert len(batches) == 4  # 40 identities / P

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from facenet_tf import export
+from facenet_tf.serving import exporter
+from facenet_tf.serving.loader import load_embedder
 from facenet_tf.data import preprocess as pp
 from tests.conftest import make_tiny_embedding_model
 
@@ -32,7 +33,7 @@ def _reference(model, encoded, cfg):
 def exported(tmp_path_factory):
     model = make_tiny_embedding_model()
     path = str(tmp_path_factory.mktemp("exp") / "model")
-    out = export.export_saved_model(model, path, CFG, step=7, threshold=1.1,
+    out = exporter.export_saved_model(model, path, CFG, step=7, threshold=1.1,
                                     extra_metadata={"note": "tiny"})
     return model, out
 
@@ -58,18 +59,18 @@ def test_metadata_in_dir_and_loaded_object(exported):
     assert meta["input_size"] == [32, 32] and meta["embedding_dim"] == 8
     assert meta["preprocess"] == CFG.to_dict() and meta["step"] == 7
     assert meta["threshold"] == 1.1 and meta["note"] == "tiny"
-    assert meta["fingerprint"] == export.weights_fingerprint(model)
+    assert meta["fingerprint"] == exporter.weights_fingerprint(model)
     assert "git_revision" in meta["run_info"]
     loaded = tf.saved_model.load(path)
     assert json.loads(loaded.metadata_json.numpy().decode()) == meta
-    embedder = export.load_embedder(path)
+    embedder = load_embedder(path)
     assert embedder.metadata == meta and embedder.preprocess == CFG
     assert embedder.fingerprint == meta["fingerprint"] and embedder.embedding_dim == 8
 
 
 def test_bad_image_is_invalid_argument_and_model_keeps_working(exported):
     model, path = exported
-    embedder = export.load_embedder(path)
+    embedder = load_embedder(path)
     good = _png(4)
     with pytest.raises(tf.errors.InvalidArgumentError, match="image 1 of the request is not"):
         embedder.embed_encoded([good, b"this is not an image"])
@@ -85,7 +86,7 @@ def test_embedder_pixels_and_override(exported):
     images = [_png(5), _png(6)]
     override = pp.PreprocessConfig(image_size=(32, 32), crop_fraction=0.5,
                                    standardization="prewhiten")
-    embedder = export.load_embedder(path, preprocess=override)
+    embedder = load_embedder(path, preprocess=override)
     np.testing.assert_allclose(embedder.embed_encoded(images),
                                _reference(model, images, override), atol=1e-5)
     x = np.random.RandomState(0).normal(size=(3, 32, 32, 3)).astype(np.float32)
@@ -99,9 +100,9 @@ def test_keras_file_loads_with_default_preprocess(tmp_path):
     model = make_tiny_embedding_model(seed=3)
     path = str(tmp_path / "m.keras")
     model.save(path)
-    embedder = export.load_embedder(path)
+    embedder = load_embedder(path)
     assert embedder.preprocess == pp.PreprocessConfig(image_size=(32, 32))
-    assert embedder.fingerprint == export.weights_fingerprint(model)
+    assert embedder.fingerprint == exporter.weights_fingerprint(model)
     images = [_png(7)]
     np.testing.assert_allclose(embedder.embed_encoded(images),
                                _reference(model, images, embedder.preprocess), atol=1e-5)
@@ -109,31 +110,31 @@ def test_keras_file_loads_with_default_preprocess(tmp_path):
 
 def test_load_errors_name_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        export.load_embedder(str(tmp_path / "nowhere"))
+        load_embedder(str(tmp_path / "nowhere"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="empty.*saved_model.pb"):
-        export.load_embedder(str(tmp_path / "empty"))
+        load_embedder(str(tmp_path / "empty"))
     (tmp_path / "x.txt").write_text("hi")
     with pytest.raises(ValueError, match="x.txt.*not a model"):
-        export.load_embedder(str(tmp_path / "x.txt"))
+        load_embedder(str(tmp_path / "x.txt"))
 
 
 def test_export_replaces_atomically_and_checks_inputs(tmp_path):
     path = str(tmp_path / "model")
     first = make_tiny_embedding_model(seed=1)
     second = make_tiny_embedding_model(seed=2)
-    export.export_saved_model(first, path, CFG)
-    export.export_saved_model(second, path, CFG)
-    assert export.load_embedder(path).fingerprint == export.weights_fingerprint(second)
+    exporter.export_saved_model(first, path, CFG)
+    exporter.export_saved_model(second, path, CFG)
+    assert load_embedder(path).fingerprint == exporter.weights_fingerprint(second)
     assert sorted(os.listdir(tmp_path)) == ["model"]  # no temp or old directories left
     with pytest.raises(ValueError, match="does not match"):
-        export.export_saved_model(first, str(tmp_path / "m2"),
+        exporter.export_saved_model(first, str(tmp_path / "m2"),
                                   pp.PreprocessConfig(image_size=(64, 64)))
     with pytest.raises(TypeError):
-        export.export_saved_model(first, str(tmp_path / "m3"), CFG,
+        exporter.export_saved_model(first, str(tmp_path / "m3"), CFG,
                                   extra_metadata={"bad": object()})
     with pytest.raises(ValueError, match="clashes"):
-        export.export_saved_model(first, str(tmp_path / "m4"), CFG, extra_metadata={"step": 1})
+        exporter.export_saved_model(first, str(tmp_path / "m4"), CFG, extra_metadata={"step": 1})
     assert sorted(os.listdir(tmp_path)) == ["model"]
 
 
@@ -164,7 +165,7 @@ def test_export_cli(tmp_path):
                     "--export_dir", out, "--crop_fraction", "0.9", "--threshold", "0.9"],
                    check=True, capture_output=True, timeout=120,
                    cwd=os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
-    embedder = export.load_embedder(out)
+    embedder = load_embedder(out)
     assert embedder.preprocess.crop_fraction == 0.9 and embedder.threshold == 0.9
     assert embedder.metadata["checkpoint"] == ckpt
-    assert embedder.fingerprint == export.weights_fingerprint(model)
+    assert embedder.fingerprint == exporter.weights_fingerprint(model)

@@ -1,0 +1,219 @@
+"""Beam pipeline: an identity-per-folder image dataset -> sharded TFRecords of image records.
+
+The command is beam_jobs.build_dataset. Every file under DIR/<identity>/ is validated and normalised to RGB PNG/JPEG
+(facenet_tf.data.images); bad files are skipped, counted and listed with their reason in the
+manifest. Labels are the sorted identity names numbered 0..n-1 (identities with no usable image
+get no label). All images of one identity go to the same shard (a stable hash of the identity
+name), sorted by image id, so the same input gives byte-identical shards, and
+facenet_tf.data.readers can stream identity-balanced batches. Shards are written to a
+temporary folder and published at the end; manifest.json is written last.
+"""
+
+import logging
+import os
+import time
+import uuid
+
+import apache_beam as beam
+import tensorflow as tf
+from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from facenet_tf import io_utils, runinfo
+from facenet_tf.data import images, readers, records
+from facenet_tf.pipelines import beam_utils
+from facenet_tf.pipelines.options import pipeline_options as make_pipeline_options
+
+DEFAULT_NUM_SHARDS = 8
+PROGRESS_EVERY = 1000
+_SUMMARY_NAME = "_summary.json"
+_SHARDS_NAME = "_shards.json"
+_NAMESPACE = "build_dataset"
+
+
+def shard_of(identity: str, num_shards: int) -> int:
+    """The shard an identity's images go to (all of them to one: readers stream identities)."""
+    return beam_utils.stable_hash(identity, bits=64) % num_shards
+
+
+def _relative_parts(path: str, input_dir: str) -> list:
+    rel = path[len(input_dir):] if path.startswith(input_dir) else path
+    return [part for part in rel.replace("\\", "/").split("/") if part]
+
+
+class NormalizeFile(beam.DoFn):
+    """FileMetadata -> (identity, file name, NormalizedImage), or a tagged skip record."""
+    SKIPPED = "skipped"
+
+    def __init__(self, input_dir: str):
+        self._input_dir = input_dir
+
+    def setup(self):
+        self._ok = Metrics.counter(_NAMESPACE, "images_ok")
+        self._converted = Metrics.counter(_NAMESPACE, "images_converted")
+        self._skipped = Metrics.counter(_NAMESPACE, "images_skipped")
+        self._seen = 0
+        self._start = time.time()
+
+    def process(self, metadata):
+        path = metadata.path
+        self._seen += 1
+        if self._seen % PROGRESS_EVERY == 0:
+            logging.info("build_dataset: this worker has read %d files (%.0f files/s)",
+                         self._seen, self._seen / max(time.time() - self._start, 1e-9))
+        parts = _relative_parts(path, self._input_dir)
+        if len(parts) != 2:
+            self._skipped.inc()
+            reason = ("not inside an identity folder" if len(parts) < 2
+                      else "nested below an identity folder")
+            yield beam.pvalue.TaggedOutput(self.SKIPPED, {"path": path, "reason": reason})
+            return
+        try:
+            with FileSystems.open(path) as f:
+                data = f.read()
+            image = images.normalize_image(data)
+        except images.BadImageError as e:
+            self._skipped.inc()
+            yield beam.pvalue.TaggedOutput(self.SKIPPED, {"path": path, "reason": str(e)})
+            return
+        except OSError as e:
+            self._skipped.inc()
+            yield beam.pvalue.TaggedOutput(
+                self.SKIPPED, {"path": path, "reason": f"cannot read file ({e})"})
+            return
+        self._ok.inc()
+        if image.converted:
+            self._converted.inc()
+        yield parts[0], parts[1], image
+
+
+def serialize_dataset_rows(rows, label_map):
+    """One shard's image records from (identity, file name, NormalizedImage) rows, by id."""
+    for identity, file_name, image in sorted(rows, key=lambda r: f"{r[0]}/{r[1]}"):
+        record = records.ImageRecord(
+            encoded=image.encoded, format=image.format, label=label_map[identity],
+            identity=identity, image_id=f"{identity}/{file_name}",
+            height=image.height, width=image.width)
+        # Deterministic serialisation: Features is a protobuf map.
+        yield records.image_example(record).SerializeToString(deterministic=True)
+
+
+def _summary(_, label_map, per_identity, skipped, converted):
+    skipped = sorted(skipped, key=lambda s: s["path"])
+    return {
+        "label_map": label_map,
+        "images_per_identity": dict(sorted(per_identity)),
+        "num_images": sum(n for _, n in per_identity),
+        "num_identities": len(label_map),
+        "num_converted": converted,
+        "skipped": skipped,
+        "num_skipped": len(skipped),
+    }
+
+
+def build_pipeline(pipeline: beam.Pipeline, input_dir: str, tmp_dir: str, num_shards: int):
+    """Adds the ingestion stages to `pipeline`; the summary lands in tmp_dir/_summary.json."""
+    files = (pipeline
+             | "MatchFiles" >> fileio.MatchFiles(FileSystems.join(input_dir, "**"))
+             | "Spread" >> beam.Reshuffle())
+    normalized = files | "Normalize" >> beam.ParDo(NormalizeFile(input_dir)).with_outputs(
+        NormalizeFile.SKIPPED, main="ok")
+    ok, skipped = normalized.ok, normalized[NormalizeFile.SKIPPED]
+
+    identities = ok | "Identity" >> beam.Map(lambda r: r[0])
+    label_map = (identities
+                 | "Distinct" >> beam.Distinct()
+                 | "AllIdentities" >> beam.combiners.ToList()
+                 | "Labels" >> beam.Map(lambda ids: {n: i for i, n in enumerate(sorted(ids))}))
+    per_identity = (identities
+                    | "CountPerIdentity" >> beam.combiners.Count.PerElement()
+                    | "PerIdentityList" >> beam.combiners.ToList())
+    converted = (ok
+                 | "Converted" >> beam.Filter(lambda r: r[2].converted)
+                 | "CountConverted" >> beam.combiners.Count.Globally())
+
+    (ok
+     | "KeyByShard" >> beam.Map(lambda r: (shard_of(r[0], num_shards), r))
+     | "GroupByShard" >> beam.GroupByKey()
+     | "WriteShards" >> beam.ParDo(
+         beam_utils.WriteShard(tmp_dir, records.IMAGE_SHARD_PREFIX, num_shards,
+                               serialize_dataset_rows),
+         beam.pvalue.AsSingleton(label_map))
+     | "ShardList" >> beam.combiners.ToList()
+     | "SortShardList" >> beam.Map(beam_utils.sorted_dicts)
+     | "SaveShardList" >> beam.Map(beam_utils.write_json,
+                                   FileSystems.join(tmp_dir, _SHARDS_NAME)))
+
+    summary_path = FileSystems.join(tmp_dir, _SUMMARY_NAME)
+    (pipeline
+     | "SummarySeed" >> beam.Create([None])
+     | "Summarize" >> beam.Map(
+         _summary,
+         label_map=beam.pvalue.AsSingleton(label_map),
+         per_identity=beam.pvalue.AsSingleton(per_identity),
+         skipped=beam.pvalue.AsList(skipped),
+         converted=beam.pvalue.AsSingleton(converted))
+     | "WriteSummary" >> beam.Map(beam_utils.write_json, summary_path))
+
+
+def build_dataset(input_dir: str, output_dir: str, num_shards: int = DEFAULT_NUM_SHARDS,
+                  pipeline_options: PipelineOptions | None = None,
+                  flags: dict | None = None) -> dict:
+    """Runs the ingestion pipeline and publishes output_dir; returns the manifest."""
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    input_dir = input_dir.rstrip("/") or "/"
+    if not tf.io.gfile.isdir(input_dir):
+        raise FileNotFoundError(f"input_dir {input_dir}: no such directory")
+    tmp_dir = os.path.join(output_dir, f".tmp-{uuid.uuid4().hex}")
+    tf.io.gfile.makedirs(tmp_dir)
+    start = time.time()
+    logging.info("build_dataset: reading %s into %s shards (staging in %s)",
+                 input_dir, num_shards, tmp_dir)
+    pipeline = beam.Pipeline(options=make_pipeline_options(pipeline_options))
+    build_pipeline(pipeline, input_dir, tmp_dir, num_shards)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = beam_utils.query_counters(result, _NAMESPACE)
+    logging.info("build_dataset: pipeline finished in %.1f s; counters %s",
+                 time.time() - start, counters)
+
+    summary = io_utils.read_json(os.path.join(tmp_dir, _SUMMARY_NAME))
+    if summary["num_images"] == 0:
+        tf.io.gfile.rmtree(tmp_dir)
+        raise ValueError(f"input_dir {input_dir}: no usable image in any identity folder "
+                         f"({summary['num_skipped']} files skipped)")
+
+    def make_manifest(published):
+        names, counts = published[records.IMAGE_SHARD_PREFIX]
+        return {
+            "format": readers.DATASET_FORMAT,
+            "version": readers.DATASET_VERSION,
+            "source": input_dir,
+            "num_shards": num_shards,
+            "run_info": runinfo.collect(flags),
+            "beam_counters": counters,
+            "shards": names,
+            "shard_sizes": dict(zip(names, counts)),
+            **summary,
+        }
+
+    logging.info("build_dataset: publishing %d shards to %s", num_shards, output_dir)
+    written = io_utils.read_json(os.path.join(tmp_dir, _SHARDS_NAME))
+    manifest = beam_utils.publish(tmp_dir, output_dir,
+                                  {records.IMAGE_SHARD_PREFIX: (num_shards, written)},
+                                  make_manifest)
+    logging.info("build_dataset: done in %.1f s", time.time() - start)
+    return manifest
+
+
+def format_summary(manifest: dict) -> str:
+    lines = [f"images: {manifest['num_images']} ({manifest['num_converted']} converted) "
+             f"of {manifest['num_identities']} identities in {len(manifest['shards'])} shards",
+             f"skipped: {manifest['num_skipped']}"]
+    lines += [f"  {s['path']}: {s['reason']}" for s in manifest["skipped"][:20]]
+    if manifest["num_skipped"] > 20:
+        lines.append(f"  ... and {manifest['num_skipped'] - 20} more (see manifest.json)")
+    return "\n".join(lines)

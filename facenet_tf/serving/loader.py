@@ -1,0 +1,165 @@
+"""Loads a face model to embed with: a SavedModel from facenet_tf.serving.exporter, or a `.keras`
+file. Both come back as an `Embedder` that turns pixels or encoded images into numpy arrays."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+# Registers the project's custom layers with Keras, so `.keras` files that use them load.
+import facenet_tf.models  # noqa: F401
+from facenet_tf.data import preprocess as pp
+from facenet_tf.models.inference import inference_function
+from facenet_tf.serving.exporter import (METADATA_FILE, METADATA_VERSION, SIGNATURE_BYTES,
+                                         SIGNATURE_PIXELS, model_image_size, weights_fingerprint)
+
+
+class Embedder:
+    """A loaded face model: embeds standardised pixels or encoded images into numpy arrays.
+
+    pixels_fn: float32 [B, H, W, 3] standardised pixels -> [B, D] embeddings. bytes_fn: the
+    model's own in-graph decode + preprocess + embed (valid for `preprocess` only), if it has
+    one. model: the Keras model when loaded from a `.keras` file (else None); keepalive: what
+    must stay referenced while the functions are used (the loaded SavedModel).
+    """
+
+    def __init__(self, pixels_fn, preprocess: pp.PreprocessConfig, metadata: dict,
+                 fingerprint: str, embedding_dim: int, bytes_fn=None, source: str = "",
+                 model=None, keepalive=None):
+        self._pixels_fn = pixels_fn
+        self._bytes_fn = bytes_fn
+        self.preprocess = preprocess
+        self.metadata = metadata
+        self.fingerprint = fingerprint
+        self.embedding_dim = embedding_dim
+        self.source = source
+        self.model = model
+        self._keepalive = keepalive
+        self._preprocess_batch = tf.function(
+            self._decode_batch, input_signature=[tf.TensorSpec([None], tf.string)],
+            autograph=False)
+        # Decoding and embedding in one call: no pixel round trip through NumPy.
+        self._encoded_fn = tf.function(
+            lambda images: pixels_fn(self._decode_batch(images)),
+            input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+
+    def _decode_batch(self, images):
+        return tf.map_fn(
+            lambda b: pp.preprocess_encoded(b, self.preprocess), images,
+            fn_output_signature=tf.TensorSpec([*self.preprocess.image_size, 3], tf.float32),
+            parallel_iterations=max(2, os.cpu_count() or 1))
+
+    @property
+    def threshold(self) -> float | None:
+        return self.metadata.get("threshold")
+
+    def with_preprocess(self, preprocess: pp.PreprocessConfig | None) -> "Embedder":
+        """The same weights with other preprocessing (encoded images are then preprocessed
+        outside the model's serving graph); itself when `preprocess` is None or the same."""
+        if preprocess is None or preprocess == self.preprocess:
+            return self
+        return Embedder(self._pixels_fn, preprocess, dict(self.metadata), self.fingerprint,
+                        self.embedding_dim, source=self.source, model=self.model,
+                        keepalive=self)
+
+    def embed_pixels(self, pixels) -> np.ndarray:
+        """float32 [B, H, W, 3] standardised pixels -> [B, D] embeddings."""
+        pixels = tf.convert_to_tensor(np.asarray(pixels, dtype=np.float32))
+        if pixels.shape.rank != 4 or tuple(pixels.shape[1:3]) != self.preprocess.image_size:
+            raise ValueError(f"expected pixels [batch, {self.preprocess.image_size[0]}, "
+                             f"{self.preprocess.image_size[1]}, 3], got {pixels.shape}")
+        if pixels.shape[0] == 0:
+            return np.zeros((0, self.embedding_dim), np.float32)
+        return np.asarray(self._pixels_fn(pixels))
+
+    def embed_encoded(self, images) -> np.ndarray:
+        """A list of encoded JPEG/PNG/GIF/BMP bytes -> [B, D] embeddings."""
+        images = list(images)
+        if not images:
+            return np.zeros((0, self.embedding_dim), np.float32)
+        images = tf.constant(images, dtype=tf.string)
+        if self._bytes_fn is not None:
+            return np.asarray(self._bytes_fn(images))
+        return np.asarray(self._encoded_fn(images))
+
+    def preprocess_encoded(self, images) -> np.ndarray:
+        """A list of encoded images -> float32 [B, H, W, 3] model inputs (this embedder's
+        preprocessing); raises tf.errors.OpError if one does not decode."""
+        return np.asarray(self._preprocess_batch(tf.constant(list(images), dtype=tf.string)))
+
+
+def _signature_output(fn, **kwargs):
+    return fn(**kwargs)["embeddings"]
+
+
+def _load_saved_model(path: str, preprocess: pp.PreprocessConfig | None) -> Embedder:
+    meta_path = os.path.join(path, METADATA_FILE)
+    if not tf.io.gfile.exists(meta_path):
+        raise ValueError(f"{path}: a SavedModel but not a facenet_tf export (no {METADATA_FILE});"
+                         " export it with facenet_tf.export")
+    with tf.io.gfile.GFile(meta_path, "r") as f:
+        metadata = json.load(f)
+    loaded = tf.saved_model.load(path)
+    missing = {SIGNATURE_BYTES, SIGNATURE_PIXELS} - set(loaded.signatures)
+    if missing:
+        raise ValueError(f"{path}: SavedModel lacks signatures {sorted(missing)}")
+    baked = pp.PreprocessConfig.from_dict(metadata["preprocess"])
+    preprocess = preprocess or baked
+    pixels_sig = loaded.signatures[SIGNATURE_PIXELS]
+    bytes_sig = loaded.signatures[SIGNATURE_BYTES]
+    return Embedder(
+        pixels_fn=lambda x: _signature_output(pixels_sig, pixels=x),
+        bytes_fn=(lambda b: _signature_output(bytes_sig, images=b)) if preprocess == baked
+        else None,
+        preprocess=preprocess, metadata=metadata, fingerprint=metadata["fingerprint"],
+        embedding_dim=int(metadata["embedding_dim"]), source=path, keepalive=loaded)
+
+
+def load_keras_embedder(path: str, preprocess: pp.PreprocessConfig | None = None,
+                        xla_max_batch: int | None = None) -> Embedder:
+    """A `.keras` file as an Embedder (its Keras model in `.model`); see load_embedder."""
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot load as a Keras model: {e}") from e
+    if preprocess is None:
+        h, w = model_image_size(model)
+        if h is None or w is None:
+            raise ValueError(f"{path}: the model has no fixed input size; pass a PreprocessConfig")
+        preprocess = pp.PreprocessConfig(image_size=(h, w), standardization="fixed")
+    fn = inference_function(model, preprocess.image_size, xla_max_batch)
+    metadata = {"format_version": METADATA_VERSION, "input_size": list(preprocess.image_size),
+                "preprocess": preprocess.to_dict(), "embedding_dim": int(model.output_shape[-1]),
+                "step": None, "threshold": None, "fingerprint": weights_fingerprint(model),
+                "model_name": model.name, "source": path}
+    return Embedder(pixels_fn=fn, preprocess=preprocess, metadata=metadata,
+                    fingerprint=metadata["fingerprint"],
+                    embedding_dim=metadata["embedding_dim"], source=path, model=model)
+
+
+def load_embedder(path, preprocess: pp.PreprocessConfig | None = None,
+                  xla_max_batch: int | None = None) -> Embedder:
+    """Loads a SavedModel written by export_saved_model, or a Keras `.keras` file.
+
+    `preprocess` overrides the export's preprocessing (then encoded images are preprocessed
+    outside the serving graph); for a `.keras` file it defaults to the model's input size with
+    "fixed" standardisation and no crop. `xla_max_batch` (`.keras` only; default
+    facenet_tf.models.inference.XLA_MAX_BATCH): batches up to this size run XLA-compiled; 0
+    leaves out the XLA build, for callers whose batches are always larger (it costs start-up).
+    An Embedder passed in is returned with `preprocess` applied.
+    """
+    if isinstance(path, Embedder):
+        return path.with_preprocess(preprocess)
+    path = os.fspath(path)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path}: no such model (expected a SavedModel directory from "
+                                "facenet_tf.export or a .keras file)")
+    if tf.io.gfile.isdir(path):
+        if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+            raise ValueError(f"{path}: a directory without saved_model.pb, not a SavedModel")
+        return _load_saved_model(path, preprocess)
+    if path.endswith(".keras"):
+        return load_keras_embedder(path, preprocess, xla_max_batch)
+    raise ValueError(f"{path}: not a model (expected a SavedModel directory or a .keras file)")

@@ -1,0 +1,44 @@
+"""SavedModels of the weights being trained: one per step for the miner and the evaluator, and
+the run's final export (facenet_tf.serving.exporter publishes each atomically)."""
+
+import os
+
+import keras
+import tensorflow as tf
+
+from facenet_tf.data.preprocess import PreprocessConfig
+from facenet_tf.serving.exporter import export_saved_model
+from facenet_tf.training.run_dir import RunDir
+
+
+class RunExports:
+    """Exports copies of `embedder` (made outside any tf.distribute strategy) with the run's
+    preprocessing and metadata."""
+
+    def __init__(self, run_dir: RunDir, embedder: keras.Model, preprocess: PreprocessConfig,
+                 metadata: dict):
+        self.run_dir = run_dir
+        self.embedder = embedder
+        self.preprocess = preprocess
+        self.metadata = dict(metadata)
+
+    def export(self, export_dir: str, step: int, optimize: bool = True,
+               threshold: float | None = None) -> str:
+        """The current weights as a SavedModel at export_dir.
+
+        optimize: serve the folded, frozen inference build; the step exports use False, so that
+        triplets are mined with the training graph's own float rounding. threshold: the
+        recommended verification threshold written into the export's metadata.
+        """
+        copy = keras.models.clone_model(self.embedder)
+        copy.set_weights(self.embedder.get_weights())
+        return export_saved_model(copy, export_dir, self.preprocess, step=step,
+                                  threshold=threshold, extra_metadata=self.metadata,
+                                  optimize=optimize)
+
+    def at_step(self, step: int) -> str:
+        """The export of the current weights (at `step`), made once."""
+        path = self.run_dir.step_export(step)
+        if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+            self.export(path, step, optimize=False)
+        return path
