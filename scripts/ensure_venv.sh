@@ -13,6 +13,19 @@ if [ "${FACENET_TF_GPU:-0}" = "1" ]; then LOCK=requirements/lock-gpu.txt; else L
 STAMP="$VENV/.facenet_tf-requirements.sha256"
 want=$( (cat requirements/*.txt setup.py; echo "$LOCK") | sha256sum | cut -d' ' -f1)
 
+# The lock must hold every exact pin of the files it was made from (its "# via -r" notes
+# name them); a pin changed without `make lock` would otherwise install the old version.
+PINS=$(grep -o -- "-r requirements/[a-z-]*\.txt" "$LOCK" | cut -c4- | sort -u)
+stale=""
+for pin in $(sed -e 's/#.*//' $PINS | tr -d ' ' | grep '==' | sed -E 's/\[[^]]*\]//'); do
+  name=$(echo "${pin%%==*}" | tr 'A-Z_.' 'a-z--')
+  grep -q "^$name==${pin#*==} " "$LOCK" || stale="$stale $pin"
+done
+if [ -n "$stale" ]; then
+  echo "[venv] ERROR: $LOCK does not match requirements/ (not in it:$stale); run \`make lock\`" >&2
+  exit 1
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[venv] creating $VENV with $($PY --version)"
   "$PY" -m venv "$VENV"

@@ -72,6 +72,7 @@ def test_every_command_is_a_declared_console_script():
     assert _installed_entry_points() == {name: ep for name, (ep, _) in COMMANDS.items()}
 
 
+@pytest.mark.slow  # 20 processes, most of them importing TensorFlow
 @pytest.mark.parametrize("form", ["script", "module"])
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_help_lists_the_command_flags_and_exits_0(help_runs, command, form):
