@@ -1,10 +1,22 @@
 # The two commands of the README: `make demo` (the main job on the bundled data) and
-# `make test` (the test suite). Both create or refresh .venv first; a second run reuses it.
+# `make test` (the test suite). Both create or refresh .venv first, from requirements/lock.txt;
+# a second run reuses it. `make lock` regenerates the locks after a change in requirements/.
 PY := .venv/bin/python
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test bazel-test benchmarks clean
+# The lock: every transitive package of the pins in requirements/, with hashes, for the
+# machines the project runs on (CPython 3.11, x86_64 Linux, glibc >= 2.28), resolved by uv.
+# Existing pins are kept where they still fit; `make lock LOCK_ARGS=--upgrade` refreshes
+# the transitive packages to their newest fitting releases.
+UV_VERSION := 0.13.9
+LOCK_TOOLS := .cache/lock-tools
+LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
+LOCK_ARGS ?=
+UV_COMPILE = $(LOCK_TOOLS)/bin/uv pip compile --quiet --generate-hashes $(LOCK_TARGET) \
+	--custom-compile-command "make lock" $(LOCK_ARGS)
+
+.PHONY: venv demo test bazel-test benchmarks lock clean
 
 venv:
 	@bash scripts/ensure_venv.sh
@@ -20,6 +32,14 @@ bazel-test: venv
 
 benchmarks: venv
 	$(PY) -m benchmarks.run_all --output benchmarks/RESULTS.md
+
+lock:
+	@test -x $(LOCK_TOOLS)/bin/uv && $(LOCK_TOOLS)/bin/uv --version | grep -q " $(UV_VERSION) " \
+		|| { python3 -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install -q "uv==$(UV_VERSION)"; }
+	$(UV_COMPILE) -o requirements/lock.txt \
+		requirements/base.txt requirements/test.txt requirements/dask.txt
+	$(UV_COMPILE) -o requirements/lock-gpu.txt \
+		requirements/gpu.txt requirements/test.txt requirements/dask.txt
 
 clean:
 	rm -rf runs bazel-*

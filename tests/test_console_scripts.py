@@ -1,0 +1,87 @@
+"""Every command is installed as a console script (setup.py entry points) and answers --help.
+
+Each script runs from the venv's bin directory with this checkout first on PYTHONPATH, so it
+is this checkout's run() that answers, even in a venv whose editable install points elsewhere.
+`python -m MODULE --help` must answer the same way.
+"""
+
+import concurrent.futures
+import importlib.metadata
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+# command -> (entry point, a flag of that command its --help must list)
+COMMANDS = {
+    "facenet-train": ("facenet_tf.train:run", "train_data"),
+    "facenet-mine": ("beam_jobs.mine_triplets:run", "identities_per_subset"),
+    "facenet-build-dataset": ("beam_jobs.build_dataset:run", "input_dir"),
+    "facenet-evaluate": ("facenet_tf.evaluate:run", "pairs"),
+    "facenet-export": ("facenet_tf.export:run", "checkpoint"),
+    "facenet-embed": ("facenet_tf.embed:run", "flip"),
+    "facenet-compare": ("facenet_tf.compare:run", "threshold"),
+    "facenet-cluster": ("facenet_tf.cluster:run", "linkage"),
+    "facenet-pretrained": ("facenet_tf.pretrained:run", "graph_path"),
+    "facenet-demo": ("facenet_tf.demo:run", "heldout_identities"),
+}
+BIN_DIR = os.path.dirname(sys.executable)
+HELP_TIMEOUT_S = 300
+
+
+def _installed_entry_points() -> dict:
+    try:
+        dist = importlib.metadata.distribution("facenet_tf")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("facenet_tf is not installed in this interpreter (pip install -e .)")
+    return {ep.name: ep.value for ep in dist.entry_points if ep.group == "console_scripts"}
+
+
+def _help_command(command: str, form: str) -> list:
+    if form == "script":
+        return [os.path.join(BIN_DIR, command), "--help"]
+    module = COMMANDS[command][0].split(":")[0]
+    return [sys.executable, "-m", module, "--help"]
+
+
+@pytest.fixture(scope="module")
+def help_runs():
+    """(command, form) -> CompletedProcess of its --help; all started at once (each one
+    imports TensorFlow, a few seconds apiece)."""
+    _installed_entry_points()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [REPO_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    keys = [(command, form) for command in COMMANDS for form in ("script", "module")]
+
+    def run(key):
+        args = _help_command(*key)
+        if not os.path.exists(args[0]):
+            return None
+        return subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                              timeout=HELP_TIMEOUT_S)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip(keys, pool.map(run, keys)))
+
+
+def test_every_command_is_a_declared_console_script():
+    assert _installed_entry_points() == {name: ep for name, (ep, _) in COMMANDS.items()}
+
+
+@pytest.mark.slow  # 20 processes, most of them importing TensorFlow
+@pytest.mark.parametrize("form", ["script", "module"])
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_help_lists_the_command_flags_and_exits_0(help_runs, command, form):
+    result = help_runs[(command, form)]
+    assert result is not None, (f"{command} is not in {BIN_DIR}: reinstall the package "
+                                f"(pip install --no-deps -e .)")
+    shown = " ".join(_help_command(command, form))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{shown} exited {result.returncode}:\n{output[-3000:]}"
+    flag = COMMANDS[command][1]
+    assert re.search(rf"--(\[no\])?{flag}\b", result.stdout), (
+        f"{shown} does not list --{flag}:\n{result.stdout[-3000:]}")
