@@ -61,6 +61,7 @@ CONSOLE_SCRIPTS = [
     "facenet-cluster = facenet_tf.cluster:run",
     "facenet-pretrained = facenet_tf.pretrained:run",
     "facenet-demo = facenet_tf.demo:run",
+    "facenet-make-pairs = facenet_tf.make_pairs:run",
     # Coming with the face-alignment job:
     # "facenet-align = beam_jobs.align_faces:run",
 ]

@@ -10,10 +10,10 @@ written last (the pipeline: facenet_tf.pipelines.build_dataset).
 import logging
 import os
 
-from absl import app, flags
+from absl import flags
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from facenet_tf import io_utils, runinfo
+from facenet_tf import cli, io_utils, runinfo
 from facenet_tf.pipelines.build_dataset import DEFAULT_NUM_SHARDS, build_dataset, format_summary
 
 
@@ -43,7 +43,7 @@ def _parse_flags(argv):
 def run():
     """The `facenet-build-dataset` command."""
     _define_flags()
-    app.run(main, flags_parser=_parse_flags)
+    cli.run(main, __name__, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

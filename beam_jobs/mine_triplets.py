@@ -13,9 +13,9 @@ pipeline option (--runner, --direct_num_workers, --direct_running_mode, --projec
 import json
 import logging
 
-from absl import app, flags
+from absl import flags
 
-from facenet_tf import runinfo
+from facenet_tf import cli, runinfo
 from facenet_tf.pipelines.mine_triplets import STRATEGIES, MiningConfig, mine_triplets
 
 
@@ -80,7 +80,7 @@ def main(argv):
 def run():
     """The `facenet-mine` command."""
     _define_flags()
-    app.run(main, flags_parser=_parse_flags)
+    cli.run(main, __name__, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import json
 
 from absl import app, flags
 
-from facenet_tf import io_utils, workflows
+from facenet_tf import cli, io_utils, workflows
 from facenet_tf.evaluation import clustering
 from facenet_tf.serving.loader import load_embedder
 
@@ -39,7 +39,7 @@ def _define_flags():
 def run():
     """The `facenet-cluster` command."""
     _define_flags()
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

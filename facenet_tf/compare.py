@@ -7,7 +7,7 @@ import json
 
 from absl import app, flags
 
-from facenet_tf import workflows
+from facenet_tf import cli, workflows
 from facenet_tf.serving.loader import load_embedder
 
 
@@ -29,7 +29,7 @@ def _define_flags():
 def run():
     """The `facenet-compare` command."""
     _define_flags()
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from facenet_tf import datasets, runinfo
+from facenet_tf import cli, datasets, runinfo
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data.splits import split_identities
 from facenet_tf.evaluation.protocols import evaluate_model
@@ -167,7 +167,7 @@ def run():
     """The `facenet-demo` command."""
     _define_flags()
     logging.set_verbosity(logging.WARNING)
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ record's image id), `identities` (first folder / record identity) and `model_fin
 """
 
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import flags, logging
 
-from facenet_tf import workflows
+from facenet_tf import cli, workflows
 from facenet_tf.serving.loader import load_embedder
 
 
@@ -37,7 +37,7 @@ def _define_flags():
 def run():
     """The `facenet-embed` command."""
     _define_flags()
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

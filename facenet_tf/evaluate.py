@@ -10,8 +10,9 @@ override the preprocessing stored with the model. The protocols: facenet_tf.eval
 
 import json
 
-from absl import app, flags
+from absl import flags
 
+from facenet_tf import cli
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data import preprocess as pp
 from facenet_tf.evaluation.protocols import (evaluate_identity_folder, evaluate_model,
@@ -68,7 +69,7 @@ def _define_flags():
 def run():
     """The `facenet-evaluate` command."""
     _define_flags()
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@
 run's recorded config).
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from facenet_tf import runinfo
+from facenet_tf import cli, runinfo
 from facenet_tf.data import preprocess as pp
 from facenet_tf.serving.exporter import export_saved_model
 from facenet_tf.serving.loader import load_keras_embedder
@@ -66,7 +66,7 @@ def _define_flags():
 def run():
     """The `facenet-export` command."""
     _define_flags()
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ identity-disjoint folds (facenet_tf.data.pairs.generate_pairs).
     python -m facenet_tf.make_pairs --images my_faces/ --output my_pairs.txt [--num_folds 10]
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from facenet_tf import cli
 from facenet_tf.data.pairs import generate_pairs, write_pairs
 
 
@@ -30,7 +31,7 @@ def _define_flags():
 def run():
     """The `facenet-make-pairs` command."""
     _define_flags()
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@
 Writes DIR/model.keras, DIR/saved_model/ and, last, DIR/manifest.json.
 """
 
-from absl import app, flags
+from absl import flags
 
+from facenet_tf import cli
 from facenet_tf.serving.exporter import export_pretrained
 
 
@@ -28,7 +29,7 @@ def _define_flags():
 def run():
     """The `facenet-pretrained` command."""
     _define_flags()
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

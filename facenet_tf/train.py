@@ -13,6 +13,7 @@ import json
 
 from absl import app, flags, logging
 
+from facenet_tf import cli
 from facenet_tf.training import config as cfg
 from facenet_tf.training import distribution, loop
 from facenet_tf.training.state import TrainingDiverged
@@ -120,7 +121,7 @@ def run():
     """The `facenet-train` command."""
     _define_flags()
     flags.mark_flags_as_required(["train_data", "model_dir"])
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ COMMANDS = {
     "facenet-cluster": ("facenet_tf.cluster:run", "linkage"),
     "facenet-pretrained": ("facenet_tf.pretrained:run", "graph_path"),
     "facenet-demo": ("facenet_tf.demo:run", "heldout_identities"),
+    "facenet-make-pairs": ("facenet_tf.make_pairs:run", "pairs_per_fold"),
 }
 BIN_DIR = os.path.dirname(sys.executable)
 HELP_TIMEOUT_S = 300

@@ -1,0 +1,36 @@
+"""What every command shares: running its absl `main`, as `python -m MODULE` or as its console
+script, with a --help that shows the command's own flags and exits 0."""
+
+import sys
+
+from absl import app, flags
+
+_SHORT_HELP = ("--help", "-?", "--helpshort")
+_FULL_HELP = "--helpfull"
+
+
+def run(main, command_module: str, flags_parser=None) -> None:
+    """Runs `main` under absl once the command's flags are defined.
+
+    absl's help lists the flags of the program's main module: for a console script that is the
+    installed wrapper, not the command's module, so the command's flags are registered as the
+    wrapper's key flags. absl also exits 1 after --help; here help is a successful run (0).
+    """
+    program = sys.argv[0]
+    if command_module != "__main__":
+        for flag in flags.FLAGS.get_flags_for_module(command_module):
+            flags.FLAGS.register_key_flag_for_module(program, flag)
+    args = sys.argv[1:]
+    if any(arg in _SHORT_HELP for arg in args) or _FULL_HELP in args:
+        doc = (sys.modules[command_module].__doc__ or "").strip()
+        if doc:
+            print(doc + "\n")
+        print(flags.FLAGS.get_help() if _FULL_HELP in args else
+              "flags:\n" + flags.FLAGS.main_module_help())
+        if _FULL_HELP not in args:
+            print("\nTry --helpfull to get a list of all flags.")
+        sys.exit(0)
+    if flags_parser is None:
+        app.run(main)
+    else:
+        app.run(main, flags_parser=flags_parser)
