@@ -1,5 +1,5 @@
 """Embedding throughput of the converted pretrained FaceNet against the original frozen graph
-through tf.compat.v1 (batch fixed at 1), on the same prewhitened faces in the same run.
+through tf.compat.v1 (batch fixed at 1), on the same standardised faces in the same run.
 
 Three ways to run the converted model, at batch 1 and 64:
 - keras_call: `model(x, training=False)` in a tf.function, the training form (batch norm as
@@ -33,7 +33,7 @@ SHARED_LFW = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__fil
 
 
 def _faces(n, seed=0):
-    """n prewhitened 160x160 faces: real LFW images if present, else seeded noise."""
+    """n standardised 160x160 faces: real LFW images if present, else seeded noise."""
     paths = sorted(glob.glob(os.path.join(SHARED_LFW, "*", "*.jpg")))
     if not paths:
         return np.random.RandomState(seed).randn(n, 160, 160, 3).astype(np.float32), "noise"

