@@ -50,7 +50,7 @@ def write_npz(path: str, arrays: dict, fingerprint: str) -> None:
 
 def compare(embedder, path1: str, path2: str, threshold: float | None = None) -> dict:
     """Squared L2 distance of two images and, given a threshold (or the model's), same or not."""
-    emb = image_files.embed_files(embedder, [path1, path2], progress_every_s=1e9)
+    emb = image_files.embed_files(embedder, [path1, path2], progress_every_s=None)
     d = float(verification.squared_l2(emb[:1], emb[1:])[0])
     t = threshold if threshold is not None else embedder.threshold
     return {"image1": path1, "image2": path2, "distance": d, "threshold": t,

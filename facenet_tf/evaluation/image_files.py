@@ -1,15 +1,15 @@
-"""Embeds image files in batches, each distinct file once, with progress in the log."""
+"""Embeds image files in batches, each distinct file once, with progress (a bar on a terminal,
+log lines elsewhere)."""
 
 import os
-import time
 
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from facenet_tf.data import images as image_utils
 from facenet_tf.data import preprocess as pp
 from facenet_tf.data.pairs import IMAGE_EXTENSIONS
+from facenet_tf.progress import LOG_EVERY_S, progress
 
 
 def read_encoded(path: str) -> bytes:
@@ -33,32 +33,20 @@ def list_images(root: str) -> list:
     return sorted(out)
 
 
-class _Progress:
-    def __init__(self, total: int, every_s: float):
-        self.total, self.every_s = total, every_s
-        self.start = self.last = time.time()
-
-    def update(self, done: int, force: bool = False):
-        now = time.time()
-        if force or now - self.last >= self.every_s:
-            rate = done / max(now - self.start, 1e-9)
-            logging.info("embedded %d/%d images (%.1f images/s)", done, self.total, rate)
-            self.last = now
-
-
 def embed_encoded_images(embedder, encoded_images, total: int | None = None,
                          batch_size: int = 64, flip: bool = False, names=None,
-                         progress_every_s: float = 10.0) -> np.ndarray:
+                         progress_every_s: float | None = LOG_EVERY_S) -> np.ndarray:
     """Embeds an iterable of encoded images with `embedder.preprocess`, in batches.
 
     flip=True averages each image's embedding with its mirror image's, then re-normalises.
-    `names` (parallel to the images) are used in decoding errors.
+    `names` (parallel to the images) are used in decoding errors. Progress: see
+    facenet_tf.progress (progress_every_s=None shows none).
     """
     cfg = embedder.preprocess
     prep = tf.function(lambda b: pp.preprocess_encoded(b, cfg),
                        input_signature=[tf.TensorSpec([], tf.string)])
     names = list(names) if names is not None else None
-    progress = _Progress(total or 0, progress_every_s)
+    bar = progress(total=total, desc="embedding", unit="images", log_every_s=progress_every_s)
     out, batch = [], []
 
     def flush():
@@ -70,7 +58,6 @@ def embed_encoded_images(embedder, encoded_images, total: int | None = None,
         out.append(emb.astype(np.float32))
         batch.clear()
 
-    count = 0
     for i, encoded in enumerate(encoded_images):
         try:
             batch.append(prep(tf.constant(encoded)).numpy())
@@ -78,20 +65,20 @@ def embed_encoded_images(embedder, encoded_images, total: int | None = None,
             name = names[i] if names else f"image {i}"
             raise image_utils.BadImageError(f"{name}: cannot decode ({pp.decode_error_message(e)})"
                                             ) from None
-        count += 1
         if len(batch) == batch_size:
+            bar.update(len(batch))
             flush()
-            progress.update(count)
     if batch:
+        bar.update(len(batch))
         flush()
-    progress.update(count, force=True)
+    bar.close()
     if not out:
         return np.zeros((0, embedder.embedding_dim), np.float32)
     return np.concatenate(out)
 
 
 def embed_files(embedder, paths, batch_size: int = 64, flip: bool = False,
-                progress_every_s: float = 10.0) -> np.ndarray:
+                progress_every_s: float | None = LOG_EVERY_S) -> np.ndarray:
     """Embeddings aligned with `paths`; a path listed twice is read and embedded once."""
     paths = list(paths)
     unique = list(dict.fromkeys(paths))
