@@ -1,0 +1,1 @@
+"""Serving: SavedModel and TFLite export, and loading a model to embed with."""
