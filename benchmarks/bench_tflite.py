@@ -6,11 +6,13 @@ codes of facenet_tf.models.quantize).
 Protocol (the demo's): the bundled ORL faces split by identity (seed 0) into 30 training and 10
 held-out identities; verification pairs on the held-out ones (generate_pairs, 5
 identity-disjoint folds, seed 0). Each network is trained on the 30 with the demo recipe
-(configs/orl_demo.flags: offline semi-hard mining by Beam, Adam, seed 0) for TRAIN_STEPS[name]
-steps, then exported three ways from the same weights; int8 is calibrated on 200 training
-images. Speed: SavedModel `embed` signature (XLA at batch 1) with TF intra/inter-op threads set
-to 1 or 2; TFLite with the interpreter's num_threads (XNNPACK); one image per call, median of
-alternating rounds, each thread count in its own process.
+(configs/orl_demo.flags: offline semi-hard mining by Beam, re-mined half-way, Adam, seed 0)
+for TRAIN_STEPS[name] steps, a brief budget (the comparison is between forms of the same
+weights, not of well-trained networks), then exported three ways from the same weights; int8
+is calibrated on 200 training images. Speed: the SavedModel's `embed` signature (XLA at
+batch 1) with TF's intra/inter-op threads set to 1 or 2; TFLite with the interpreter's
+num_threads (XNNPACK); one image per call, median of alternating rounds, each thread count in
+its own process.
 
     python -m benchmarks.bench_tflite [--quick]
 """
@@ -23,11 +25,22 @@ import tempfile
 import time
 
 import numpy as np
+import tensorflow as tf
 
+from beam_jobs.build_dataset import build_dataset
 from benchmarks import common
+from facenet_tf import datasets
+from facenet_tf.data import pairs as pairs_lib
+from facenet_tf.demo import split_identities
+from facenet_tf.evaluate import evaluate_model
+from facenet_tf.evaluation.embedding import list_images, read_encoded
+from facenet_tf.export import Embedder, export_saved_model, load_embedder
+from facenet_tf.models.quantize import dequantize_embeddings, quantize_embeddings
+from facenet_tf.serving import tflite
+from facenet_tf.training.restore import restore_embedder
 
 NETWORKS = ("nns2", "nns1", "nn4")
-TRAIN_STEPS = {"nns2": 400, "nns1": 150, "nn4": 200}
+TRAIN_STEPS = {"nns2": 150, "nns1": 24, "nn4": 30}
 QUICK_NETWORKS = ("nns2",)
 QUICK_STEPS = 20
 VARIANTS = ("saved_model", "tflite_float32", "tflite_int8")
@@ -40,10 +53,6 @@ SEED = 0
 
 def _prepare_data(work: str):
     """(training dataset dir, held-out image root, pairs file): the demo's split of ORL."""
-    from beam_jobs.build_dataset import build_dataset
-    from facenet_tf import datasets
-    from facenet_tf.data import pairs as pairs_lib
-    from facenet_tf.demo import split_identities
     split = os.path.join(work, "split")
     split_identities(datasets.ORL_FACES_DIR, os.path.join(split, "train"),
                      os.path.join(split, "heldout"), HELDOUT_IDENTITIES, SEED)
@@ -79,9 +88,6 @@ def _dir_bytes(path: str) -> int:
 
 def _export(model_dir: str, out: str, dataset: str) -> dict:
     """The trained weights as a SavedModel and as TFLite files; their paths and sizes."""
-    from facenet_tf.export import export_saved_model
-    from facenet_tf.serving import tflite
-    from facenet_tf.training.restore import restore_embedder
     restored = restore_embedder(os.path.join(model_dir, "checkpoints"))
     saved = export_saved_model(restored.model, os.path.join(out, "saved_model"),
                                restored.preprocess, step=restored.step)
@@ -103,8 +109,6 @@ def _export(model_dir: str, out: str, dataset: str) -> dict:
 
 def _codes_embedder(embedder):
     """`embedder` whose embeddings pass through the int8 byte codes an app would store."""
-    from facenet_tf.export import Embedder
-    from facenet_tf.models.quantize import dequantize_embeddings, quantize_embeddings
     return Embedder(lambda x: dequantize_embeddings(quantize_embeddings(embedder.embed_pixels(x))),
                     embedder.preprocess, dict(embedder.metadata), embedder.fingerprint + "-codes",
                     embedder.embedding_dim, source=embedder.source)
@@ -112,14 +116,11 @@ def _codes_embedder(embedder):
 
 def _load(variant: str, path: str, num_threads=None):
     if variant == "saved_model":
-        from facenet_tf.export import load_embedder
         return load_embedder(path)
-    from facenet_tf.serving.tflite import load_tflite_embedder
-    return load_tflite_embedder(path, num_threads=num_threads)
+    return tflite.load_tflite_embedder(path, num_threads=num_threads)
 
 
 def _accuracy(paths: dict, pairs_path: str, heldout: str) -> dict:
-    from facenet_tf.evaluate import evaluate_model
     out = {}
     for variant, path in paths.items():
         embedder = _load(variant, path, num_threads=2)
@@ -134,10 +135,8 @@ def speed_child(argv) -> None:
     """In a fresh process: images/s at batch 1 of every model in a JSON job, `threads` threads
     each (TF's thread pools can only be sized before TF starts). Prints one JSON line."""
     threads, job_path = int(argv[0]), argv[1]
-    import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    from facenet_tf.serving.tflite import InterpreterRunner
     with open(job_path) as f:
         job = json.load(f)
     fns = {}
@@ -148,7 +147,7 @@ def speed_child(argv) -> None:
                 embedder = _load(variant, path)
                 fn = embedder.embed_pixels
             else:
-                fn = InterpreterRunner(path, num_threads=threads)
+                fn = tflite.InterpreterRunner(path, num_threads=threads)
             fn(pixels[:1])  # warm-up: XLA compile, XNNPACK set-up
             fns[(net, variant)] = (fn, pixels)
     rates = {key: [] for key in fns}
@@ -174,13 +173,11 @@ def _speed(job: dict, work: str, threads: int) -> dict:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("SPEED_JSON ")]
     if proc.returncode or not lines:
         raise RuntimeError(f"speed measurement ({threads} threads) failed: {proc.stderr[-3000:]}")
-    rates = json.loads(lines[-1][len("SPEED_JSON "):])
-    return {key: rate for key, rate in rates.items()}
+    return json.loads(lines[-1][len("SPEED_JSON "):])
 
 
 def _heldout_pixels(model_path: str, heldout: str, path: str) -> str:
     """The held-out faces preprocessed for a model, saved for the speed processes."""
-    from facenet_tf.evaluation.embedding import list_images, read_encoded
     embedder = _load("tflite_float32", model_path)
     np.save(path, embedder.preprocess_encoded([read_encoded(p) for p in
                                                list_images(heldout)[:32]]))

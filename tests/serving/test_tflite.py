@@ -10,10 +10,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from beam_jobs.build_dataset import build_dataset
 from facenet_tf import datasets, export
 from facenet_tf.data import preprocess as pp
 from facenet_tf.evaluation.embedding import list_images, read_encoded
+from facenet_tf.models import build_model
 from facenet_tf.serving import tflite
+from facenet_tf.training import loop
+from facenet_tf.training.config import TrainConfig
+from facenet_tf.training.restore import restore_embedder
 from tests.conftest import make_image_folder, make_tiny_embedding_model
 
 CFG = pp.PreprocessConfig(image_size=(32, 32), crop_fraction=0.8, standardization="fixed")
@@ -172,7 +177,8 @@ def test_calibration_path_errors_name_the_path(tmp_path):
     model = make_tiny_embedding_model()
     out = str(tmp_path / "out")
     missing = str(tmp_path / "no_such_dir")
-    with pytest.raises(FileNotFoundError, match=re.escape(f"{missing}: calibration data not found")):
+    message = re.escape(f"{missing}: calibration data not found")
+    with pytest.raises(FileNotFoundError, match=message):
         tflite.export_tflite(model, out, CFG, calibration_images=missing)
     empty = tmp_path / "empty"
     (empty / "person").mkdir(parents=True)
@@ -202,7 +208,6 @@ def test_undecodable_calibration_images_are_skipped_and_listed(tmp_path):
 
 
 def test_calibration_sample_is_seeded_from_folder_bytes_and_dataset(tmp_path):
-    from beam_jobs.build_dataset import build_dataset
     folder = make_image_folder(str(tmp_path / "faces"), size=(40, 36))  # 12 images
     a, _ = tflite.calibration_pixels(folder, CFG, num_images=5, seed=1)
     b, _ = tflite.calibration_pixels(folder, CFG, num_images=5, seed=1)
@@ -252,7 +257,6 @@ def test_loader_errors_name_the_file(tiny_export, tmp_path):
 
 @pytest.mark.integration
 def test_float32_equals_keras_and_saved_model_on_orl(orl_dir, tmp_path):
-    from facenet_tf.models import build_model
     model = build_model("nns2", seed=0)
     cfg = pp.PreprocessConfig(image_size=model.input_shape[1:3])
     paths = [os.path.join(orl_dir, f"s{i}", f"{j}.pgm") for i in (1, 7, 23, 40) for j in (1, 5)]
@@ -283,10 +287,6 @@ def _nearest_neighbours(embeddings):
 def test_int8_keeps_the_nearest_neighbour_of_trained_nns2(tmp_path):
     """A briefly trained NNS2 (64x56 input, 40 online semi-hard steps on the bundled ORL): the
     int8 model's nearest neighbour among the 400 faces is the float model's for >= 95%."""
-    from beam_jobs.build_dataset import build_dataset
-    from facenet_tf.training import loop
-    from facenet_tf.training.config import TrainConfig
-    from facenet_tf.training.restore import restore_embedder
     dataset = str(tmp_path / "dataset")
     build_dataset(datasets.ORL_FACES_DIR, dataset, num_shards=2)
     config = TrainConfig(train_data=dataset, model_dir=str(tmp_path / "run"), model="nns2",
