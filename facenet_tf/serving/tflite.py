@@ -75,6 +75,13 @@ def embedding_function(model: keras.Model, image_size=None):
     return embed
 
 
+def _seeded_sample(items: list, num_images: int, seed: int) -> list:
+    """Up to num_images of `items`, drawn without replacement with `seed`, in their order."""
+    chosen = np.random.RandomState(seed).choice(len(items), min(num_images, len(items)),
+                                                replace=False)
+    return [items[i] for i in sorted(chosen)]
+
+
 def _calibration_source(calibration_images, preprocess, num_images, seed):
     """(encoded images or pixels, names, description) of a seeded sample of the source."""
     if isinstance(calibration_images, (str, os.PathLike)):
@@ -95,15 +102,13 @@ def _calibration_source(calibration_images, preprocess, num_images, seed):
         if not paths:
             raise ValueError(f"{path}: no images for calibration in this folder (searched "
                              "recursively for image files)")
-        chosen = sorted(np.random.RandomState(seed).choice(
-            len(paths), min(num_images, len(paths)), replace=False))
-        return [paths[i] for i in chosen], [paths[i] for i in chosen], f"image folder {path}"
+        chosen = _seeded_sample(paths, num_images, seed)
+        return chosen, chosen, f"image folder {path}"
     encoded = list(calibration_images)
     if not encoded:
         raise ValueError("calibration_images is empty")
-    chosen = sorted(np.random.RandomState(seed).choice(
-        len(encoded), min(num_images, len(encoded)), replace=False))
-    return ([encoded[i] for i in chosen], [f"calibration image {i}" for i in chosen],
+    chosen = _seeded_sample(list(enumerate(encoded)), num_images, seed)
+    return ([data for _, data in chosen], [f"calibration image {i}" for i, _ in chosen],
             f"{len(encoded)} encoded images")
 
 
@@ -122,7 +127,8 @@ def calibration_pixels(calibration_images, preprocess: pp.PreprocessConfig,
                                                     num_images, seed)
     if names is None:  # a dataset directory: already preprocessed pixels
         return np.stack(items).astype(np.float32), {"source": description, "seed": seed,
-                                                    "num_images": len(items), "skipped": []}
+                                                    "num_images": len(items), "num_skipped": 0,
+                                                    "skipped": []}
     prep = tf.function(lambda b: pp.preprocess_encoded(b, preprocess),
                        input_signature=[tf.TensorSpec([], tf.string)])
     pixels, skipped = [], []

@@ -6,6 +6,7 @@ import json
 import os
 import re
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -86,6 +87,24 @@ def test_float32_equals_keras_and_saved_model_on_synthetic_images(tiny_export, t
     np.testing.assert_allclose(embedder.embed_encoded(images), keras_emb, atol=1e-4)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     assert embedder.embed_pixels(np.zeros((0, 32, 32, 3), np.float32)).shape == (0, 8)
+
+
+def test_float32_equals_keras_with_batch_norm_folded(tmp_path):
+    """NNS2 at 32x32 with random batch-norm statistics, so that folding them into the
+    convolutions matters."""
+    model = build_model("nns2", input_shape=(32, 32, 3), seed=0)
+    rng = np.random.RandomState(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            channels = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.uniform(-0.5, 0.5, channels))
+            layer.moving_variance.assign(rng.uniform(0.2, 3.0, channels))
+            layer.beta.assign(rng.uniform(-0.3, 0.3, channels))
+    cfg = pp.PreprocessConfig(image_size=(32, 32))
+    tflite.export_tflite(model, str(tmp_path / "t"), cfg)
+    x = rng.uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
+    got = tflite.load_tflite_embedder(str(tmp_path / "t" / tflite.FLOAT32_FILE)).embed_pixels(x)
+    np.testing.assert_allclose(got, model(x, training=False).numpy(), atol=1e-4)
 
 
 def test_documented_app_preprocessing_reproduces_the_embedder(tiny_export):
