@@ -1,0 +1,268 @@
+"""On-device export: TFLite float32 and int8 (facenet_tf.serving.tflite) against the SavedModel
+(facenet_tf.export), per network, in one run: file size, images/s at batch 1 on 1 and on 2
+threads, held-out verification accuracy and VAL@FAR=1e-3 (float embeddings, and the int8 byte
+codes of facenet_tf.models.quantize).
+
+Protocol (the demo's): the bundled ORL faces split by identity (seed 0) into 30 training and 10
+held-out identities; verification pairs on the held-out ones (generate_pairs, 5
+identity-disjoint folds, seed 0). Each network is trained on the 30 with the demo recipe
+(configs/orl_demo.flags: offline semi-hard mining by Beam, re-mined half-way, Adam, seed 0)
+for TRAIN_STEPS[name] steps, a brief budget (the comparison is between forms of the same
+weights, not of well-trained networks), then exported three ways from the same weights; int8
+is calibrated on 200 training images. Speed: the SavedModel's `embed` signature (XLA at
+batch 1) with TF's intra/inter-op threads set to 1 or 2; TFLite with the interpreter's
+num_threads (XNNPACK); one image per call, median of alternating rounds, each thread count in
+its own process.
+
+    python -m benchmarks.bench_tflite [--quick]
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from beam_jobs.build_dataset import build_dataset
+from benchmarks import common
+from facenet_tf import datasets
+from facenet_tf.data import pairs as pairs_lib
+from facenet_tf.demo import split_identities
+from facenet_tf.evaluate import evaluate_model
+from facenet_tf.evaluation.embedding import list_images, read_encoded
+from facenet_tf.export import Embedder, export_saved_model, load_embedder
+from facenet_tf.models.quantize import dequantize_embeddings, quantize_embeddings
+from facenet_tf.serving import tflite
+from facenet_tf.training.restore import restore_embedder
+
+NETWORKS = ("nns2", "nns1", "nn4")
+TRAIN_STEPS = {"nns2": 150, "nns1": 24, "nn4": 30}
+QUICK_NETWORKS = ("nns2",)
+QUICK_STEPS = 20
+VARIANTS = ("saved_model", "tflite_float32", "tflite_int8")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+FLAGFILE = os.path.join(REPO_ROOT, "configs", "orl_demo.flags")
+HELDOUT_IDENTITIES = 10
+NUM_FOLDS = 5
+SEED = 0
+
+
+def _prepare_data(work: str):
+    """(training dataset dir, held-out image root, pairs file): the demo's split of ORL."""
+    split = os.path.join(work, "split")
+    split_identities(datasets.ORL_FACES_DIR, os.path.join(split, "train"),
+                     os.path.join(split, "heldout"), HELDOUT_IDENTITIES, SEED)
+    dataset = os.path.join(work, "dataset")
+    build_dataset(os.path.join(split, "train"), dataset, num_shards=4)
+    heldout = os.path.join(split, "heldout")
+    pairs_path = os.path.join(work, "heldout_pairs.txt")
+    pairs_lib.write_pairs(pairs_path, pairs_lib.generate_pairs(heldout, num_folds=NUM_FOLDS,
+                                                               seed=SEED), num_folds=NUM_FOLDS)
+    return dataset, heldout, pairs_path
+
+
+def _train(name: str, steps: int, dataset: str, model_dir: str) -> float:
+    """Trains `name` with the demo recipe through the trainer's command line; returns seconds."""
+    cmd = [sys.executable, "-m", "facenet_tf.train", f"--flagfile={FLAGFILE}",
+           f"--train_data={dataset}", f"--model_dir={model_dir}", f"--model={name}",
+           f"--steps={steps}", f"--remine_every_steps={max(1, steps // 2)}",
+           f"--checkpoint_every_steps={steps}", f"--seed={SEED}", "--verbose=2"]
+    start = time.time()
+    with open(model_dir + ".log", "w") as log:
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                              env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+    if proc.returncode:
+        raise RuntimeError(f"training {name} failed (exit {proc.returncode}); see "
+                           f"{model_dir}.log")
+    return time.time() - start
+
+
+def _dir_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path)
+               for f in files)
+
+
+def _export(model_dir: str, out: str, dataset: str) -> dict:
+    """The trained weights as a SavedModel and as TFLite files; their paths and sizes."""
+    restored = restore_embedder(os.path.join(model_dir, "checkpoints"))
+    saved = export_saved_model(restored.model, os.path.join(out, "saved_model"),
+                               restored.preprocess, step=restored.step)
+    start = time.time()
+    meta = tflite.export_tflite(restored.model, os.path.join(out, "tflite"), restored.preprocess,
+                                calibration_images=dataset, seed=SEED)
+    return {
+        "paths": {"saved_model": saved,
+                  "tflite_float32": os.path.join(out, "tflite", tflite.FLOAT32_FILE),
+                  "tflite_int8": os.path.join(out, "tflite", tflite.INT8_FILE)},
+        "bytes": {"saved_model": _dir_bytes(saved),
+                  "tflite_float32": meta["files"]["float32"]["bytes"],
+                  "tflite_int8": meta["files"]["int8"]["bytes"]},
+        "tflite_export_s": time.time() - start,
+        "int8_float_ops": meta["files"]["int8"]["float_ops"],
+        "int8_agreement": meta["files"]["int8"]["agreement_on_calibration_images"],
+    }
+
+
+def _codes_embedder(embedder):
+    """`embedder` whose embeddings pass through the int8 byte codes an app would store."""
+    return Embedder(lambda x: dequantize_embeddings(quantize_embeddings(embedder.embed_pixels(x))),
+                    embedder.preprocess, dict(embedder.metadata), embedder.fingerprint + "-codes",
+                    embedder.embedding_dim, source=embedder.source)
+
+
+def _load(variant: str, path: str, num_threads=None):
+    if variant == "saved_model":
+        return load_embedder(path)
+    return tflite.load_tflite_embedder(path, num_threads=num_threads)
+
+
+def _accuracy(paths: dict, pairs_path: str, heldout: str) -> dict:
+    out = {}
+    for variant, path in paths.items():
+        embedder = _load(variant, path, num_threads=2)
+        for key, emb in ((variant, embedder), (variant + "_codes", _codes_embedder(embedder))):
+            r = evaluate_model(emb, pairs_path, heldout, quantized=False)
+            out[key] = {"accuracy": r["accuracy_mean"], "val": r["val_at_far_1e-3"],
+                        "num_pairs": r["num_pairs"]}
+    return out
+
+
+def speed_child(argv) -> None:
+    """In a fresh process: images/s at batch 1 of every model in a JSON job, `threads` threads
+    each (TF's thread pools can only be sized before TF starts). Prints one JSON line."""
+    threads, job_path = int(argv[0]), argv[1]
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    with open(job_path) as f:
+        job = json.load(f)
+    fns = {}
+    for net, spec in job["networks"].items():
+        pixels = np.load(spec["pixels"])
+        for variant, path in spec["paths"].items():
+            if variant == "saved_model":
+                embedder = _load(variant, path)
+                fn = embedder.embed_pixels
+            else:
+                fn = tflite.InterpreterRunner(path, num_threads=threads)
+            fn(pixels[:1])  # warm-up: XLA compile, XNNPACK set-up
+            fns[(net, variant)] = (fn, pixels)
+    rates = {key: [] for key in fns}
+    for _ in range(job["rounds"]):
+        for key, (fn, pixels) in fns.items():
+            done, start = 0, time.perf_counter()
+            while time.perf_counter() - start < job["seconds"]:
+                fn(pixels[done % len(pixels)][None])
+                done += 1
+            rates[key].append(done / (time.perf_counter() - start))
+    print("SPEED_JSON " + json.dumps({f"{n}/{v}": float(np.median(r))
+                                      for (n, v), r in rates.items()}), flush=True)
+
+
+def _speed(job: dict, work: str, threads: int) -> dict:
+    job_path = os.path.join(work, "speed_job.json")
+    with open(job_path, "w") as f:
+        json.dump(job, f)
+    code = "import sys; from benchmarks.bench_tflite import speed_child; speed_child(sys.argv[1:])"
+    proc = subprocess.run([sys.executable, "-c", code, str(threads), job_path], cwd=REPO_ROOT,
+                          capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2"))
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("SPEED_JSON ")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"speed measurement ({threads} threads) failed: {proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("SPEED_JSON "):])
+
+
+def _heldout_pixels(model_path: str, heldout: str, path: str) -> str:
+    """The held-out faces preprocessed for a model, saved for the speed processes."""
+    embedder = _load("tflite_float32", model_path)
+    np.save(path, embedder.preprocess_encoded([read_encoded(p) for p in
+                                               list_images(heldout)[:32]]))
+    return path
+
+
+def markdown_table(results: dict) -> str:
+    """One row per network and model form."""
+    head = ("| network | model | size MB | img/s 1 thread | img/s 2 threads | accuracy | "
+            "VAL@FAR=1e-3 | accuracy, int8 codes | train steps (s) |")
+    lines = [head, "|" + "---|" * 9]
+    for net, r in results.items():
+        for variant in VARIANTS:
+            acc, codes = r["accuracy"][variant], r["accuracy"][variant + "_codes"]
+            lines.append(
+                f"| {net} | {variant} | {r['bytes'][variant] / 1e6:.2f} | "
+                f"{r['speed'][1][f'{net}/{variant}']:.1f} | "
+                f"{r['speed'][2][f'{net}/{variant}']:.1f} | {100 * acc['accuracy']:.1f}% | "
+                f"{100 * acc['val']:.1f}% | {100 * codes['accuracy']:.1f}% | "
+                f"{r['steps']} ({r['train_s']:.0f}) |")
+    return "\n".join(lines)
+
+
+def _rows(net: str, r: dict) -> list:
+    acc, size, speed = r["accuracy"], r["bytes"], r["speed"]
+    base = f"tflite_{net}"
+    loss = 100 * (acc["tflite_float32"]["accuracy"] - acc["tflite_int8"]["accuracy"])
+    rows = [
+        {"benchmark": base, "metric": "int8 size MB (baseline: float32)",
+         "value": size["tflite_int8"] / 1e6, "baseline": size["tflite_float32"] / 1e6,
+         "ratio": size["tflite_float32"] / size["tflite_int8"], "target": ">= 3x smaller",
+         "notes": f"ratio = float32 / int8; SavedModel {size['saved_model'] / 1e6:.1f} MB"},
+        {"benchmark": base, "metric": "int8 held-out accuracy (baseline: float32)",
+         "value": acc["tflite_int8"]["accuracy"], "baseline": acc["tflite_float32"]["accuracy"],
+         "ratio": acc["tflite_int8"]["accuracy"] / acc["tflite_float32"]["accuracy"],
+         "target": "loss <= 0.5 points",
+         "notes": f"loss {loss:.2f} points; SavedModel {acc['saved_model']['accuracy']:.4f}; "
+                  f"VAL@1e-3 int8 {acc['tflite_int8']['val']:.3f} vs float32 "
+                  f"{acc['tflite_float32']['val']:.3f}; {acc['tflite_int8']['num_pairs']} pairs; "
+                  f"{r['steps']} training steps"},
+    ]
+    for threads in (1, 2):
+        s = speed[threads]
+        rows.append({
+            "benchmark": base, "metric": f"int8 images/s, batch 1, {threads} thread(s) "
+                                         "(baseline: float32)",
+            "value": s[f"{net}/tflite_int8"], "baseline": s[f"{net}/tflite_float32"],
+            "ratio": s[f"{net}/tflite_int8"] / s[f"{net}/tflite_float32"], "target": None,
+            "notes": f"SavedModel {s[f'{net}/saved_model']:.1f} images/s"})
+    return rows
+
+
+def run(quick: bool) -> list:
+    networks = QUICK_NETWORKS if quick else NETWORKS
+    results = {}
+    with tempfile.TemporaryDirectory() as work:
+        started = time.time()
+        dataset, heldout, pairs_path = _prepare_data(work)
+        job = {"networks": {}, "rounds": 2 if quick else 3, "seconds": 1.0 if quick else 2.0}
+        for net in networks:
+            steps = QUICK_STEPS if quick else TRAIN_STEPS[net]
+            model_dir = os.path.join(work, f"run_{net}")
+            train_s = _train(net, steps, dataset, model_dir)
+            exported = _export(model_dir, os.path.join(work, f"export_{net}"), dataset)
+            results[net] = {"steps": steps, "train_s": train_s, **exported,
+                            "accuracy": _accuracy(exported["paths"], pairs_path, heldout)}
+            job["networks"][net] = {"paths": exported["paths"], "pixels": _heldout_pixels(
+                exported["paths"]["tflite_float32"], heldout,
+                os.path.join(work, f"pixels_{net}.npy"))}
+            print(f"{net}: trained {steps} steps in {train_s:.0f} s; int8 float ops "
+                  f"{exported['int8_float_ops']}; int8 vs float32 on calibration images "
+                  f"{exported['int8_agreement']}", flush=True)
+        speeds = {threads: _speed(job, work, threads) for threads in (1, 2)}
+        for net in networks:
+            results[net]["speed"] = speeds
+        print(f"\nTFLite vs SavedModel on ORL ({time.time() - started:.0f} s, 1-min load "
+              f"average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores):\n", flush=True)
+        print(markdown_table(results), flush=True)
+    return [row for net in networks for row in _rows(net, results[net])]
+
+
+def main(argv=None):
+    return common.bench_main(run, __doc__, f"{QUICK_NETWORKS[0]} only, {QUICK_STEPS} training "
+                             "steps, shorter timing", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
