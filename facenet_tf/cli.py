@@ -1,9 +1,17 @@
 """What every command shares: running its absl `main`, as `python -m MODULE` or as its console
-script, with a --help that shows the command's own flags and exits 0."""
+script, with a --help that shows the command's own flags and exits 0, and bad input reported
+as one line instead of a traceback."""
 
+import functools
+import os
 import sys
 
 from absl import app, flags
+
+# Errors that mean "bad input" (a path, a file's contents, a flag's value): reported as one
+# line, exit status 1. FACENET_TF_TRACEBACK=1 shows the traceback instead.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+               IsADirectoryError, PermissionError)
 
 _SHORT_HELP = ("--help", "-?", "--helpshort")
 _FULL_HELP = "--helpfull"
@@ -30,7 +38,22 @@ def run(main, command_module: str, flags_parser=None) -> None:
         if _FULL_HELP not in args:
             print("\nTry --helpfull to get a list of all flags.")
         sys.exit(0)
+    main = _reporting_errors(main, os.path.basename(program))
     if flags_parser is None:
         app.run(main)
     else:
         app.run(main, flags_parser=flags_parser)
+
+
+def _reporting_errors(main, program: str):
+    @functools.wraps(main)
+    def run_main(argv):
+        try:
+            return main(argv)
+        except USER_ERRORS as e:
+            if os.environ.get("FACENET_TF_TRACEBACK") == "1":
+                raise
+            message = " ".join(str(e).split()) or type(e).__name__
+            print(f"{program}: error: {message}", file=sys.stderr)
+            sys.exit(1)
+    return run_main

@@ -1,7 +1,10 @@
-"""Exports a trained face model as a SavedModel (facenet_tf.serving.exporter).
+"""Exports a trained face model as a SavedModel (facenet_tf.serving.exporter) and/or as TFLite
+files for phones (facenet_tf.serving.tflite: float32, and int8 calibrated on training images).
 
     python -m facenet_tf.export --checkpoint model.keras --export_dir DIR
     python -m facenet_tf.export --checkpoint MODEL_DIR/best --export_dir DIR
+    python -m facenet_tf.export --checkpoint MODEL_DIR/best --tflite_dir DIR \
+        --calibration_data DATASET_OR_IMAGE_FOLDER
 
 --checkpoint is a Keras `.keras` file or a trainer checkpoint (the network is rebuilt from the
 run's recorded config).
@@ -12,6 +15,7 @@ from absl import flags, logging
 from facenet_tf import cli, runinfo
 from facenet_tf.data import preprocess as pp
 from facenet_tf.serving.exporter import export_saved_model
+from facenet_tf.serving.tflite import DEFAULT_NUM_CALIBRATION, export_tflite
 from facenet_tf.serving.loader import load_keras_embedder
 from facenet_tf.training.restore import restore_embedder
 
@@ -19,6 +23,8 @@ from facenet_tf.training.restore import restore_embedder
 def main(argv):
     del argv
     f = flags.FLAGS
+    if not (f.export_dir or f.tflite_dir):
+        raise ValueError("give --export_dir (SavedModel), --tflite_dir (TFLite) or both")
     if f.checkpoint.endswith(".keras"):
         embedder = load_keras_embedder(f.checkpoint)
         model, base, step, threshold = embedder.model, embedder.preprocess, f.step, None
@@ -31,21 +37,37 @@ def main(argv):
         image_size=tuple(int(s) for s in size),
         crop_fraction=base.crop_fraction if f.crop_fraction is None else f.crop_fraction,
         standardization=f.standardization or base.standardization)
-    out = export_saved_model(model, f.export_dir, preprocess,
-                             step=step if f.step is None else f.step,
-                             threshold=threshold if f.threshold is None else f.threshold,
-                             extra_metadata={"checkpoint": f.checkpoint,
-                                             "export_flags": runinfo.absl_flag_values()},
-                             optimize=f.optimize, xla_max_batch=f.xla_max_batch)
-    logging.info("exported %s to %s", f.checkpoint, out)
-    print(out)
+    step = step if f.step is None else f.step
+    threshold = threshold if f.threshold is None else f.threshold
+    extra = {"checkpoint": f.checkpoint, "export_flags": runinfo.absl_flag_values()}
+    if f.tflite_dir:
+        # First, so that a bad --calibration_data fails before any slow work.
+        meta = export_tflite(model, f.tflite_dir, preprocess,
+                             calibration_images=f.calibration_data,
+                             num_calibration=f.num_calibration, threshold=threshold,
+                             seed=f.seed, extra_metadata={**extra, "step": step})
+        logging.info("exported %s to %s", f.checkpoint, f.tflite_dir)
+        print("\n".join(f"{f.tflite_dir}/{entry['file']}" for entry in meta["files"].values()))
+    if f.export_dir:
+        out = export_saved_model(model, f.export_dir, preprocess, step=step,
+                                 threshold=threshold, extra_metadata=extra,
+                                 optimize=f.optimize, xla_max_batch=f.xla_max_batch)
+        logging.info("exported %s to %s", f.checkpoint, out)
+        print(out)
 
 
 def _define_flags():
     flags.DEFINE_string("checkpoint", None, "A Keras .keras file, or a trainer checkpoint: a "
                         "prefix like MODEL_DIR/checkpoints/ckpt-600 or a directory of them "
                         "(MODEL_DIR/best, MODEL_DIR/checkpoints).", required=True)
-    flags.DEFINE_string("export_dir", None, "SavedModel directory to write.", required=True)
+    flags.DEFINE_string("export_dir", None, "SavedModel directory to write.")
+    flags.DEFINE_string("tflite_dir", None, "Directory to write model_float32.tflite and, with "
+                        "--calibration_data, model_int8.tflite, with their metadata JSON.")
+    flags.DEFINE_string("calibration_data", None, "Representative training images for the int8 "
+                        "model: a beam_jobs.build_dataset directory or an image folder.")
+    flags.DEFINE_integer("num_calibration", DEFAULT_NUM_CALIBRATION, "Calibration images "
+                         "(a seeded sample).")
+    flags.DEFINE_integer("seed", 0, "Seed of the calibration sample.")
     flags.DEFINE_list("image_size", None, "height,width (default: the model's input size).")
     flags.DEFINE_float("crop_fraction", None, "Center-crop fraction (default: the training "
                        "run's for a trainer checkpoint, 1.0 = no crop for a .keras file).")

@@ -1,5 +1,6 @@
 """Small file helpers over tf.io.gfile, so every path may be local or gs://."""
 
+import contextlib
 import json
 import os
 import uuid
@@ -18,6 +19,31 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
     with tf.io.gfile.GFile(tmp, "wb") as f:
         f.write(data)
     tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+@contextlib.contextmanager
+def staged_dir(directory: str):
+    """Yields a temporary sibling path to write a whole directory at (not yet created); when
+    the block ends without error it replaces `directory` by rename (an older one is renamed
+    aside first, then deleted), so a reader never sees a half-written directory. The
+    temporary path is removed on error."""
+    directory = os.fspath(directory).rstrip("/")
+    parent = os.path.dirname(directory)
+    if parent:
+        tf.io.gfile.makedirs(parent)
+    tmp = f"{directory}.tmp-{uuid.uuid4().hex}"
+    try:
+        yield tmp
+        old = None
+        if tf.io.gfile.exists(directory):
+            old = f"{directory}.old-{uuid.uuid4().hex}"
+            tf.io.gfile.rename(directory, old)
+        tf.io.gfile.rename(tmp, directory)
+        if old:
+            tf.io.gfile.rmtree(old)
+    finally:
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.rmtree(tmp)
 
 
 def write_json_atomic(path: str, obj) -> None:

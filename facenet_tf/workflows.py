@@ -8,8 +8,9 @@ import numpy as np
 import tensorflow as tf
 
 from facenet_tf import io_utils
+from facenet_tf.data import image_files
 from facenet_tf.data import records
-from facenet_tf.evaluation import clustering, image_files, verification
+from facenet_tf.evaluation import batch_embed, clustering, verification
 
 DEFAULT_CLUSTER_THRESHOLD = 1.0
 
@@ -21,7 +22,7 @@ def embed_folder(embedder, folder: str, batch_size: int = 64, flip: bool = False
     if not paths:
         raise ValueError(f"{folder}: no images found")
     ids = [os.path.relpath(p, folder) for p in paths]
-    emb = image_files.embed_files(embedder, paths, batch_size=batch_size, flip=flip)
+    emb = batch_embed.embed_files(embedder, paths, batch_size=batch_size, flip=flip)
     return {"embeddings": emb, "image_ids": np.array(ids),
             "identities": np.array([i.split(os.sep)[0] if os.sep in i else "" for i in ids])}
 
@@ -34,7 +35,7 @@ def embed_tfrecords(embedder, pattern: str, batch_size: int = 64, flip: bool = F
         raise ValueError(f"{pattern}: no TFRecord files match")
     parsed = [records.parse_image_example(s) for s in tf.data.TFRecordDataset(files)]
     ids = [p[records.IMAGE_ID].numpy().decode() for p in parsed]
-    emb = image_files.embed_encoded_images(
+    emb = batch_embed.embed_encoded_images(
         embedder, (p[records.ENCODED].numpy() for p in parsed), total=len(parsed),
         batch_size=batch_size, flip=flip, names=ids)
     return {"embeddings": emb, "image_ids": np.array(ids),
@@ -50,7 +51,7 @@ def write_npz(path: str, arrays: dict, fingerprint: str) -> None:
 
 def compare(embedder, path1: str, path2: str, threshold: float | None = None) -> dict:
     """Squared L2 distance of two images and, given a threshold (or the model's), same or not."""
-    emb = image_files.embed_files(embedder, [path1, path2], progress_every_s=None)
+    emb = batch_embed.embed_files(embedder, [path1, path2], progress_every_s=None)
     d = float(verification.squared_l2(emb[:1], emb[1:])[0])
     t = threshold if threshold is not None else embedder.threshold
     return {"image1": path1, "image2": path2, "distance": d, "threshold": t,
@@ -65,7 +66,7 @@ def cluster_folder(embedder, folder: str, threshold: float | None = None,
     if not paths:
         raise ValueError(f"{folder}: no images found")
     t = threshold if threshold is not None else (embedder.threshold or DEFAULT_CLUSTER_THRESHOLD)
-    emb = image_files.embed_files(embedder, paths, batch_size=batch_size)
+    emb = batch_embed.embed_files(embedder, paths, batch_size=batch_size)
     ids = clustering.agglomerative_clusters(emb, distance_threshold=t, linkage=linkage)
     rel = [os.path.relpath(p, folder) for p in paths]
     groups = {}

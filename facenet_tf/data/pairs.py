@@ -23,9 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 from facenet_tf import io_utils
+from facenet_tf.data.image_files import is_image_file
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".pgm", ".ppm", ".pnm",
-                    ".tif", ".tiff", ".webp")
 NAMINGS = ("auto", "lfw", "sorted")
 
 
@@ -149,7 +148,7 @@ def list_identity_images(folder: str) -> list:
     if not tf.io.gfile.isdir(folder):
         return []
     names = [n for n in tf.io.gfile.listdir(folder)
-             if n.lower().endswith(IMAGE_EXTENSIONS) and not n.endswith("/")]
+             if is_image_file(n) and not n.endswith("/")]
     return sorted(names, key=_natural_key)
 
 

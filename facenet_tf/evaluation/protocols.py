@@ -10,9 +10,10 @@ import tensorflow as tf
 from absl import logging
 
 from facenet_tf import io_utils
+from facenet_tf.data import image_files
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data import preprocess as pp
-from facenet_tf.evaluation import clustering, image_files, plots, retrieval, verification
+from facenet_tf.evaluation import batch_embed, clustering, plots, retrieval, verification
 from facenet_tf.models import quantize
 from facenet_tf.serving.loader import load_embedder
 
@@ -67,7 +68,7 @@ def evaluate_model(model, pairs_path: str, images_root: str, *,
     if not kept:
         raise ValueError(f"{pairs_path}: no pair has both images under {images_root}")
     flat = [x for pair in kept for x in pair]
-    emb = image_files.embed_files(embedder, flat, batch_size=batch_size, flip=flip)
+    emb = batch_embed.embed_files(embedder, flat, batch_size=batch_size, flip=flip)
     d = verification.squared_l2(emb[0::2], emb[1::2])
     result = verification.evaluate_pairs(d, issame, folds=folds, num_folds=num_folds, seed=seed)
     if quantized:
@@ -120,7 +121,7 @@ def evaluate_identity_folder(model, images_root: str, *,
     if not paths:
         raise ValueError(f"{images_root}: no images found")
     labels = identity_labels(paths, images_root)
-    emb = image_files.embed_files(embedder, paths, batch_size=batch_size, flip=flip)
+    emb = batch_embed.embed_files(embedder, paths, batch_size=batch_size, flip=flip)
     result = retrieval.retrieval_metrics(emb, labels)
     threshold = distance_threshold if distance_threshold is not None else embedder.threshold
     if threshold is not None:

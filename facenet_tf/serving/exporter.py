@@ -11,7 +11,6 @@ the loaded object's `metadata_json` variable.
 import hashlib
 import json
 import os
-import uuid
 
 import numpy as np
 import tensorflow as tf
@@ -150,27 +149,13 @@ def export_saved_model(model, export_dir: str, preprocess: pp.PreprocessConfig, 
     json.dumps(metadata)  # fail before writing anything if metadata is not JSON-serialisable
 
     export_dir = export_dir.rstrip("/")
-    parent = os.path.dirname(export_dir)
-    if parent:
-        tf.io.gfile.makedirs(parent)
-    tmp = f"{export_dir}.tmp-{uuid.uuid4().hex}"
     module = _ExportModule(model, preprocess, metadata, optimize, xla_max_batch)
-    try:
+    with io_utils.staged_dir(export_dir) as tmp:
         tf.saved_model.save(module, tmp, signatures={
             SIGNATURE_BYTES: module.serve_bytes, SIGNATURE_PIXELS: module.embed})
         tf.io.gfile.makedirs(os.path.join(tmp, "assets.extra"))
         with tf.io.gfile.GFile(os.path.join(tmp, METADATA_FILE), "w") as f:
             f.write(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-        old = None
-        if tf.io.gfile.exists(export_dir):
-            old = f"{export_dir}.old-{uuid.uuid4().hex}"
-            tf.io.gfile.rename(export_dir, old)
-        tf.io.gfile.rename(tmp, export_dir)
-        if old:
-            tf.io.gfile.rmtree(old)
-    finally:
-        if tf.io.gfile.exists(tmp):
-            tf.io.gfile.rmtree(tmp)
     return export_dir
 
 

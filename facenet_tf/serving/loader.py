@@ -1,5 +1,6 @@
-"""Loads a face model to embed with: a SavedModel from facenet_tf.serving.exporter, or a `.keras`
-file. Both come back as an `Embedder` that turns pixels or encoded images into numpy arrays."""
+"""Loads a face model to embed with: a SavedModel from facenet_tf.serving.exporter, a `.keras`
+file, or a `.tflite` file from facenet_tf.serving.tflite. Each comes back as an `Embedder` that
+turns pixels or encoded images into numpy arrays."""
 
 import json
 import os
@@ -12,6 +13,7 @@ import tensorflow as tf
 import facenet_tf.models  # noqa: F401
 from facenet_tf.data import preprocess as pp
 from facenet_tf.models.inference import inference_function
+from facenet_tf.serving import tflite
 from facenet_tf.serving.exporter import (METADATA_FILE, METADATA_VERSION, SIGNATURE_BYTES,
                                          SIGNATURE_PIXELS, model_image_size, weights_fingerprint)
 
@@ -139,9 +141,47 @@ def load_keras_embedder(path: str, preprocess: pp.PreprocessConfig | None = None
                     embedding_dim=metadata["embedding_dim"], source=path, model=model)
 
 
+class TFLiteEmbedder(Embedder):
+    """An exported .tflite model behind the Embedder surface (preprocess, embedding_dim,
+    threshold, fingerprint, embed_pixels, embed_encoded). The fingerprint is the source
+    weights' for the float32 file (same embeddings as the SavedModel, to float rounding) and
+    that plus "-int8" for the int8 file."""
+
+    def __init__(self, model_path: str, metadata: dict, num_threads: int | None = None):
+        self.runner = tflite.InterpreterRunner(model_path, num_threads=num_threads)
+        self.num_threads = num_threads
+        dim = int(metadata["embedding_dim"])
+        is_int8 = os.path.basename(model_path) == metadata["files"].get("int8", {}).get("file")
+        self.variant = "int8" if is_int8 else "float32"
+
+        def pixels_fn(pixels):
+            out = tf.numpy_function(self.runner, [pixels], tf.float32, stateful=True)
+            out.set_shape([None, dim])
+            return out
+
+        super().__init__(pixels_fn=pixels_fn,
+                         preprocess=pp.PreprocessConfig.from_dict(metadata["preprocess"]),
+                         metadata=metadata,
+                         fingerprint=metadata["fingerprint"] + ("-int8" if is_int8 else ""),
+                         embedding_dim=dim, source=model_path)
+
+
+def load_tflite_embedder(path, num_threads: int | None = None) -> TFLiteEmbedder:
+    """A TFLiteEmbedder of a .tflite file written by export_tflite (its metadata JSON is read
+    from beside it). num_threads: interpreter threads (None: TFLite's default)."""
+    path = os.fspath(path)
+    if tf.io.gfile.isdir(path):
+        found = sorted(n for n in tf.io.gfile.listdir(path) if n.endswith(".tflite"))
+        raise ValueError(f"{path}: a directory; pass one of its .tflite files ({found})")
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path}: no such .tflite file")
+    return TFLiteEmbedder(path, tflite.read_metadata(path), num_threads=num_threads)
+
+
 def load_embedder(path, preprocess: pp.PreprocessConfig | None = None,
                   xla_max_batch: int | None = None) -> Embedder:
-    """Loads a SavedModel written by export_saved_model, or a Keras `.keras` file.
+    """Loads a SavedModel written by export_saved_model, a Keras `.keras` file, or a `.tflite`
+    file written by facenet_tf.serving.tflite.export_tflite (with its metadata beside it).
 
     `preprocess` overrides the export's preprocessing (then encoded images are preprocessed
     outside the serving graph); for a `.keras` file it defaults to the model's input size with
@@ -162,4 +202,7 @@ def load_embedder(path, preprocess: pp.PreprocessConfig | None = None,
         return _load_saved_model(path, preprocess)
     if path.endswith(".keras"):
         return load_keras_embedder(path, preprocess, xla_max_batch)
-    raise ValueError(f"{path}: not a model (expected a SavedModel directory or a .keras file)")
+    if path.endswith(".tflite"):
+        return load_tflite_embedder(path).with_preprocess(preprocess)
+    raise ValueError(f"{path}: not a model (expected a SavedModel directory, a .keras or a "
+                     ".tflite file)")

@@ -14,20 +14,19 @@ and output, so an app feeds and reads the same tensors as with the float32 graph
 import hashlib
 import os
 import threading
-import uuid
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from facenet_tf import export, io_utils, runinfo
-from facenet_tf.data import datasets
+from facenet_tf import io_utils, runinfo
+from facenet_tf.data import image_files, readers
 from facenet_tf.data import images as image_utils
 from facenet_tf.data import preprocess as pp
-from facenet_tf.evaluation import embedding
 from facenet_tf.models import quantize
 from facenet_tf.models.inference import fold_batch_norm
+from facenet_tf.serving.exporter import model_image_size, weights_fingerprint
 
 FLOAT32_FILE = "model_float32.tflite"
 INT8_FILE = "model_int8.tflite"
@@ -93,12 +92,12 @@ def _calibration_source(calibration_images, preprocess, num_images, seed):
             raise ValueError(f"{path}: calibration data must be a beam_jobs.build_dataset "
                              "directory or an image folder, not a file")
         if io_utils.is_complete(path):
-            ds = datasets.image_dataset(path, preprocess, shuffle_seed=seed).take(num_images)
+            ds = readers.image_dataset(path, preprocess, shuffle_seed=seed).take(num_images)
             pixels = [image for image, _ in ds.as_numpy_iterator()]
             if not pixels:
                 raise ValueError(f"{path}: the calibration dataset holds no images")
             return pixels, None, f"dataset {path}"
-        paths = embedding.list_images(path)
+        paths = image_files.list_images(path)
         if not paths:
             raise ValueError(f"{path}: no images for calibration in this folder (searched "
                              "recursively for image files)")
@@ -134,7 +133,7 @@ def calibration_pixels(calibration_images, preprocess: pp.PreprocessConfig,
     pixels, skipped = [], []
     for item, name in zip(items, names):
         try:
-            encoded = embedding.read_encoded(item) if isinstance(item, str) else item
+            encoded = image_files.read_encoded(item) if isinstance(item, str) else item
             pixels.append(prep(tf.constant(encoded)).numpy())
         except image_utils.BadImageError as e:
             skipped.append({"image": name, "reason": str(e)})
@@ -228,17 +227,6 @@ def preprocessing_description(preprocess: pp.PreprocessConfig) -> dict:
     }
 
 
-def _publish_dir(tmp: str, out_dir: str) -> None:
-    """Renames the finished directory `tmp` into place, replacing an older `out_dir`."""
-    old = None
-    if tf.io.gfile.exists(out_dir):
-        old = f"{out_dir}.old-{uuid.uuid4().hex}"
-        tf.io.gfile.rename(out_dir, old)
-    tf.io.gfile.rename(tmp, out_dir)
-    if old:
-        tf.io.gfile.rmtree(old)
-
-
 def export_tflite(model: keras.Model, out_dir: str, preprocess: pp.PreprocessConfig,
                   calibration_images=None, num_calibration: int = DEFAULT_NUM_CALIBRATION,
                   threshold: float | None = None, seed: int = 0,
@@ -250,7 +238,7 @@ def export_tflite(model: keras.Model, out_dir: str, preprocess: pp.PreprocessCon
     calibration_images: see calibration_pixels; None writes the float32 model only.
     threshold: the recommended squared-L2 verification threshold to record.
     """
-    image_size = export._model_image_size(model)
+    image_size = model_image_size(model)
     if image_size != (None, None) and tuple(image_size) != tuple(preprocess.image_size):
         raise ValueError(f"preprocess image_size {preprocess.image_size} does not match the "
                          f"model's input size {tuple(image_size)}")
@@ -284,7 +272,7 @@ def export_tflite(model: keras.Model, out_dir: str, preprocess: pp.PreprocessCon
         "embedding_dim": dim,
         "distance": "squared L2 (same = distance below threshold)",
         "threshold": None if threshold is None else float(threshold),
-        "fingerprint": export.weights_fingerprint(model),
+        "fingerprint": weights_fingerprint(model),
         "model_name": model.name,
         "files": files,
         "byte_embeddings": {
@@ -302,21 +290,12 @@ def export_tflite(model: keras.Model, out_dir: str, preprocess: pp.PreprocessCon
             raise ValueError(f"extra_metadata key {key!r} clashes with a built-in metadata key")
         metadata[key] = value
 
-    out_dir = os.fspath(out_dir).rstrip("/")
-    parent = os.path.dirname(out_dir)
-    if parent:
-        tf.io.gfile.makedirs(parent)
-    tmp = f"{out_dir}.tmp-{uuid.uuid4().hex}"
-    try:
+    with io_utils.staged_dir(out_dir) as tmp:
         tf.io.gfile.makedirs(tmp)
         for name, content in contents.items():
             with tf.io.gfile.GFile(os.path.join(tmp, name), "wb") as f:
                 f.write(content)
         io_utils.write_json_atomic(os.path.join(tmp, METADATA_FILE), metadata)
-        _publish_dir(tmp, out_dir)
-    finally:
-        if tf.io.gfile.exists(tmp):
-            tf.io.gfile.rmtree(tmp)
     return metadata
 
 
@@ -347,31 +326,6 @@ class InterpreterRunner:
             return self.interpreter.get_tensor(self._output_index)
 
 
-class TFLiteEmbedder(export.Embedder):
-    """An exported .tflite model behind the Embedder surface (preprocess, embedding_dim,
-    threshold, fingerprint, embed_pixels, embed_encoded). The fingerprint is the source
-    weights' for the float32 file (same embeddings as the SavedModel, to float rounding) and
-    that plus "-int8" for the int8 file."""
-
-    def __init__(self, model_path: str, metadata: dict, num_threads: int | None = None):
-        self.runner = InterpreterRunner(model_path, num_threads=num_threads)
-        self.num_threads = num_threads
-        dim = int(metadata["embedding_dim"])
-        is_int8 = os.path.basename(model_path) == metadata["files"].get("int8", {}).get("file")
-        self.variant = "int8" if is_int8 else "float32"
-
-        def pixels_fn(pixels):
-            out = tf.numpy_function(self.runner, [pixels], tf.float32, stateful=True)
-            out.set_shape([None, dim])
-            return out
-
-        super().__init__(pixels_fn=pixels_fn,
-                         preprocess=pp.PreprocessConfig.from_dict(metadata["preprocess"]),
-                         metadata=metadata,
-                         fingerprint=metadata["fingerprint"] + ("-int8" if is_int8 else ""),
-                         embedding_dim=dim, source=model_path)
-
-
 def read_metadata(model_path: str) -> dict:
     """The facenet_tf_tflite.json beside a .tflite file, checked to describe that file."""
     directory = os.path.dirname(model_path)
@@ -396,15 +350,3 @@ def read_metadata(model_path: str) -> dict:
         raise ValueError(f"{model_path}: its sha256 differs from the one recorded in "
                          f"{meta_path}; the file was replaced after export")
     return metadata
-
-
-def load_tflite_embedder(path, num_threads: int | None = None) -> TFLiteEmbedder:
-    """A TFLiteEmbedder of a .tflite file written by export_tflite (its metadata JSON is read
-    from beside it). num_threads: interpreter threads (None: TFLite's default)."""
-    path = os.fspath(path)
-    if tf.io.gfile.isdir(path):
-        found = sorted(n for n in tf.io.gfile.listdir(path) if n.endswith(".tflite"))
-        raise ValueError(f"{path}: a directory; pass one of its .tflite files ({found})")
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path}: no such .tflite file")
-    return TFLiteEmbedder(path, read_metadata(path), num_threads=num_threads)

@@ -11,7 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from facenet_tf import workflows
-from facenet_tf.evaluation import image_files, protocols
+from facenet_tf.evaluation import batch_embed, protocols
 from facenet_tf.serving import exporter
 from facenet_tf.serving.loader import load_embedder
 from facenet_tf.data import pairs as pairs_lib
@@ -109,7 +109,7 @@ def test_pgm_folder_and_preprocess_override(setup, tmp_path):
     ea = model(pp.preprocess_image(grey(a), other)[None]).numpy()[0]
     eb = model(pp.preprocess_image(grey(b), other)[None]).numpy()[0]
     embedder = load_embedder(path).with_preprocess(other)
-    got = image_files.embed_files(embedder, [a, b])
+    got = batch_embed.embed_files(embedder, [a, b])
     np.testing.assert_allclose(got, np.stack([ea, eb]), atol=1e-5)
 
 
@@ -119,7 +119,7 @@ def test_undecodable_image_is_named_with_the_reason(setup):
     embedder = load_embedder(path)
     good = open(os.path.join(faces, "person_00", "img_000.png"), "rb").read()
     with pytest.raises(BadImageError) as e:
-        image_files.embed_encoded_images(embedder, [good, b"\x89PNG not really"],
+        batch_embed.embed_encoded_images(embedder, [good, b"\x89PNG not really"],
                                                 names=["good.png", "broken.png"])
     assert str(e.value).startswith("broken.png: cannot decode (Unknown image file format")
     assert "Graph execution" not in str(e.value)

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from beam_jobs.build_dataset import build_dataset
-from facenet_tf import datasets, export
+from facenet_tf.pipelines.build_dataset import build_dataset
+from facenet_tf import datasets
 from facenet_tf.data import preprocess as pp
-from facenet_tf.evaluation.embedding import list_images, read_encoded
+from facenet_tf.data.image_files import list_images, read_encoded
 from facenet_tf.models import build_model
-from facenet_tf.serving import tflite
+from facenet_tf.serving import exporter, tflite
+from facenet_tf.serving.loader import load_embedder, load_tflite_embedder
 from facenet_tf.training import loop
 from facenet_tf.training.config import TrainConfig
 from facenet_tf.training.restore import restore_embedder
@@ -77,8 +78,8 @@ def test_float32_equals_keras_and_saved_model_on_synthetic_images(tiny_export, t
     images = [_png(i, size) for i, size in enumerate([(40, 36), (50, 70), (33, 33), (64, 48)])]
     pixels = np.stack([pp.preprocess_encoded(tf.constant(e), CFG).numpy() for e in images])
     keras_emb = model(pixels, training=False).numpy()
-    saved = export.load_embedder(export.export_saved_model(model, str(tmp_path / "sm"), CFG))
-    embedder = tflite.load_tflite_embedder(os.path.join(out, tflite.FLOAT32_FILE),
+    saved = load_embedder(exporter.export_saved_model(model, str(tmp_path / "sm"), CFG))
+    embedder = load_tflite_embedder(os.path.join(out, tflite.FLOAT32_FILE),
                                            num_threads=1)
     got = embedder.embed_pixels(pixels)
     np.testing.assert_allclose(got, keras_emb, atol=1e-4)
@@ -103,7 +104,7 @@ def test_float32_equals_keras_with_batch_norm_folded(tmp_path):
     cfg = pp.PreprocessConfig(image_size=(32, 32))
     tflite.export_tflite(model, str(tmp_path / "t"), cfg)
     x = rng.uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
-    got = tflite.load_tflite_embedder(str(tmp_path / "t" / tflite.FLOAT32_FILE)).embed_pixels(x)
+    got = load_tflite_embedder(str(tmp_path / "t" / tflite.FLOAT32_FILE)).embed_pixels(x)
     np.testing.assert_allclose(got, model(x, training=False).numpy(), atol=1e-4)
 
 
@@ -113,7 +114,7 @@ def test_documented_app_preprocessing_reproduces_the_embedder(tiny_export):
     pixels = _app_pixels(images, meta["input_size"], meta["preprocess"]["crop_fraction"])
     path = os.path.join(out, tflite.FLOAT32_FILE)
     expected = _raw_interpreter_embeddings(path, pixels)
-    np.testing.assert_allclose(tflite.load_tflite_embedder(path).embed_encoded(images),
+    np.testing.assert_allclose(load_tflite_embedder(path).embed_encoded(images),
                                expected, atol=1e-5)
 
 
@@ -160,7 +161,7 @@ def test_metadata_describes_the_files(tiny_export):
             data = f.read()
         assert entry["file"] == name and entry["bytes"] == len(data)
         assert entry["sha256"] == hashlib.sha256(data).hexdigest()
-    assert meta["fingerprint"] == export.weights_fingerprint(model)
+    assert meta["fingerprint"] == exporter.weights_fingerprint(model)
     assert meta["embedding_dim"] == 8 and meta["input_size"] == [32, 32]
     assert meta["threshold"] == 0.9
     assert pp.PreprocessConfig.from_dict(meta["preprocess"]) == CFG
@@ -170,8 +171,8 @@ def test_metadata_describes_the_files(tiny_export):
     assert calibration["num_images"] == 10 and calibration["seed"] == 3
     assert calibration["source"] == f"image folder {folder}"
 
-    float_embedder = tflite.load_tflite_embedder(os.path.join(out, tflite.FLOAT32_FILE))
-    int8_embedder = tflite.load_tflite_embedder(os.path.join(out, tflite.INT8_FILE))
+    float_embedder = load_tflite_embedder(os.path.join(out, tflite.FLOAT32_FILE))
+    int8_embedder = load_tflite_embedder(os.path.join(out, tflite.INT8_FILE))
     assert float_embedder.fingerprint == meta["fingerprint"]
     assert int8_embedder.fingerprint == meta["fingerprint"] + "-int8"
     assert float_embedder.threshold == 0.9 and int8_embedder.embedding_dim == 8
@@ -188,7 +189,7 @@ def test_reexport_replaces_the_directory(tiny_export, tmp_path):
     assert second["fingerprint"] != first["fingerprint"]
     assert sorted(os.listdir(tmp_path)) == ["e"]
     x = np.random.RandomState(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
-    got = tflite.load_tflite_embedder(os.path.join(out, tflite.FLOAT32_FILE)).embed_pixels(x)
+    got = load_tflite_embedder(os.path.join(out, tflite.FLOAT32_FILE)).embed_pixels(x)
     np.testing.assert_allclose(got, model2(x).numpy(), atol=1e-4)
 
 
@@ -254,16 +255,16 @@ def test_calibration_sample_is_seeded_from_folder_bytes_and_dataset(tmp_path):
 def test_loader_errors_name_the_file(tiny_export, tmp_path):
     _, out, _, _ = tiny_export
     with pytest.raises(ValueError, match=r"a directory; pass one of its \.tflite files"):
-        tflite.load_tflite_embedder(out)
+        load_tflite_embedder(out)
     with pytest.raises(FileNotFoundError, match="no such .tflite file"):
-        tflite.load_tflite_embedder(str(tmp_path / "x.tflite"))
+        load_tflite_embedder(str(tmp_path / "x.tflite"))
     lonely = tmp_path / "lonely"
     lonely.mkdir()
     with open(os.path.join(out, tflite.FLOAT32_FILE), "rb") as f:
         data = f.read()
     (lonely / "m.tflite").write_bytes(data)
     with pytest.raises(FileNotFoundError, match=f"no {tflite.METADATA_FILE} beside it"):
-        tflite.load_tflite_embedder(str(lonely / "m.tflite"))
+        load_tflite_embedder(str(lonely / "m.tflite"))
     copy = tmp_path / "copy"
     copy.mkdir()
     (copy / tflite.METADATA_FILE).write_bytes(
@@ -271,7 +272,7 @@ def test_loader_errors_name_the_file(tiny_export, tmp_path):
     (copy / tflite.FLOAT32_FILE).write_bytes(
         open(os.path.join(out, tflite.INT8_FILE), "rb").read())
     with pytest.raises(ValueError, match="sha256 differs"):
-        tflite.load_tflite_embedder(str(copy / tflite.FLOAT32_FILE))
+        load_tflite_embedder(str(copy / tflite.FLOAT32_FILE))
 
 
 @pytest.mark.integration
@@ -282,8 +283,8 @@ def test_float32_equals_keras_and_saved_model_on_orl(orl_dir, tmp_path):
     encoded = [read_encoded(p) for p in paths]
     pixels = np.stack([pp.preprocess_encoded(tf.constant(e), cfg).numpy() for e in encoded])
     tflite.export_tflite(model, str(tmp_path / "t"), cfg)
-    saved = export.load_embedder(export.export_saved_model(model, str(tmp_path / "sm"), cfg))
-    got = tflite.load_tflite_embedder(str(tmp_path / "t" / tflite.FLOAT32_FILE)).embed_encoded(
+    saved = load_embedder(exporter.export_saved_model(model, str(tmp_path / "sm"), cfg))
+    got = load_tflite_embedder(str(tmp_path / "t" / tflite.FLOAT32_FILE)).embed_encoded(
         encoded)
     np.testing.assert_allclose(got, model(pixels, training=False).numpy(), atol=1e-4)
     np.testing.assert_allclose(got, saved.embed_encoded(encoded), atol=1e-4)
@@ -320,7 +321,7 @@ def test_int8_keeps_the_nearest_neighbour_of_trained_nns2(tmp_path):
     paths = list_images(datasets.ORL_FACES_DIR)
     assert len(paths) == 400
     encoded = [read_encoded(p) for p in paths]
-    emb = {v: tflite.load_tflite_embedder(os.path.join(out, f)).embed_encoded(encoded)
+    emb = {v: load_tflite_embedder(os.path.join(out, f)).embed_encoded(encoded)
            for v, f in (("float32", tflite.FLOAT32_FILE), ("int8", tflite.INT8_FILE))}
     nn_float, nn_int8 = _nearest_neighbours(emb["float32"]), _nearest_neighbours(emb["int8"])
     identity = np.array([os.path.basename(os.path.dirname(p)) for p in paths])

@@ -1,36 +1,13 @@
-"""Embeds image files in batches, each distinct file once, with progress (a bar on a terminal,
-log lines elsewhere)."""
-
-import os
+"""Embeds image files or encoded images with a loaded model, in batches, each distinct file once,
+with progress (a bar on a terminal, log lines elsewhere)."""
 
 import numpy as np
 import tensorflow as tf
 
 from facenet_tf.data import images as image_utils
 from facenet_tf.data import preprocess as pp
-from facenet_tf.data.pairs import IMAGE_EXTENSIONS
+from facenet_tf.data.image_files import read_encoded
 from facenet_tf.progress import LOG_EVERY_S, progress
-
-
-def read_encoded(path: str) -> bytes:
-    """A file's bytes in a format TF decodes (PGM, TIFF, ... converted to PNG with Pillow)."""
-    with tf.io.gfile.GFile(path, "rb") as f:
-        data = f.read()
-    if data.startswith(pp.DECODABLE_MAGIC):
-        return data
-    try:
-        return image_utils.normalize_image(data).encoded
-    except image_utils.BadImageError as e:
-        raise image_utils.BadImageError(f"{path}: {e}") from None
-
-
-def list_images(root: str) -> list:
-    """Image files under `root` (recursively), sorted, as paths."""
-    out = []
-    for dirpath, _, files in tf.io.gfile.walk(root):
-        out.extend(os.path.join(dirpath, f) for f in files
-                   if f.lower().endswith(IMAGE_EXTENSIONS))
-    return sorted(out)
 
 
 def embed_encoded_images(embedder, encoded_images, total: int | None = None,
