@@ -16,8 +16,9 @@ class L2Pooling2D(layers.Layer):
         self._avg = layers.AveragePooling2D(pool_size, strides, padding, dtype=self.dtype_policy)
 
     def call(self, x):
-        # The epsilon keeps the gradient of sqrt finite where a window is all zero.
-        return ops.sqrt(self._avg(ops.square(x)) + 1e-6)
+        # The epsilon keeps the gradient of sqrt finite where a window is all zero. x * x rather
+        # than ops.square: the same float32 value, and TFLite has an int8 MUL but no int8 SQUARE.
+        return ops.sqrt(self._avg(x * x) + 1e-6)
 
     def compute_output_shape(self, input_shape):
         return self._avg.compute_output_shape(input_shape)
