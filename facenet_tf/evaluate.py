@@ -2,7 +2,8 @@
 
   python -m facenet_tf.evaluate --model DIR --pairs pairs.txt --images ROOT \
       [--output_json F] [--plots_dir D] [--flip] [--skip_missing] [--crop_fraction 0.52 ...]
-  python -m facenet_tf.evaluate --model DIR --identity_folder ROOT [--output_json F]
+  python -m facenet_tf.evaluate --model DIR --identity_folder ROOT [--output_json F] \
+      [--projector_dir D]   # then: tensorboard --logdir D, tab Projector
 
 --model is a SavedModel from facenet_tf.export (or a .keras file); crop/preprocessing flags
 override the preprocessing stored with the model. The protocols: facenet_tf.evaluation.protocols.
@@ -35,6 +36,7 @@ def main(argv):
                                 plots_dir=f.plots_dir, output_json=f.output_json)
     elif f.identity_folder:
         result = evaluate_identity_folder(embedder, f.identity_folder, flip=f.flip,
+                                          projector_dir=f.projector_dir,
                                           batch_size=f.batch_size, output_json=f.output_json,
                                           distance_threshold=f.cluster_threshold)
     else:
@@ -47,6 +49,8 @@ def _define_flags():
                         required=True)
     flags.DEFINE_string("pairs", None, "LFW-format pairs file.")
     flags.DEFINE_string("images", None, "Image root the pairs refer to.")
+    flags.DEFINE_string("projector_dir", None, "With --identity_folder: write a TensorBoard "
+                        "projector log of the faces here (tensorboard --logdir DIR).")
     flags.DEFINE_string("identity_folder", None, "Identity-per-folder dataset for retrieval "
                         "and clustering metrics (instead of --pairs).")
     flags.DEFINE_string("output_json", None, "Write the metrics here too.")

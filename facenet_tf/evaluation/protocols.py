@@ -13,7 +13,8 @@ from facenet_tf import io_utils
 from facenet_tf.data import image_files
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data import preprocess as pp
-from facenet_tf.evaluation import batch_embed, clustering, plots, retrieval, verification
+from facenet_tf.evaluation import (batch_embed, clustering, plots, retrieval, verification,
+                                   visualize)
 from facenet_tf.models import quantize
 from facenet_tf.serving.loader import load_embedder
 
@@ -112,10 +113,12 @@ def identity_labels(paths, root: str) -> list:
 def evaluate_identity_folder(model, images_root: str, *,
                              preprocess: pp.PreprocessConfig | None = None, flip: bool = False,
                              batch_size: int = 64, distance_threshold: float | None = None,
-                             linkage: str = "average", output_json: str | None = None) -> dict:
+                             linkage: str = "average", output_json: str | None = None,
+                             projector_dir: str | None = None) -> dict:
     """Retrieval (P@1, R-precision, MAP@R) and agglomerative clustering (NMI, AMI) of an
     identity-per-folder dataset. The clustering threshold defaults to the model's recommended
-    threshold, else the true number of identities is used as the cluster count."""
+    threshold, else the true number of identities is used as the cluster count. projector_dir:
+    also write a TensorBoard projector log (identity, predicted cluster, image, sprite)."""
     embedder = load_embedder(model, preprocess)
     paths = image_files.list_images(images_root)
     if not paths:
@@ -130,6 +133,13 @@ def evaluate_identity_folder(model, images_root: str, *,
         ids = clustering.agglomerative_clusters(emb, num_clusters=len(set(labels)),
                                                 linkage=linkage)
     result.update(clustering.clustering_scores(labels, ids))
+    if projector_dir:
+        size = visualize.sprite_thumbnail_size(len(paths))
+        result["projector"] = visualize.write_projector(
+            projector_dir, emb,
+            {"identity": labels, "cluster": [int(c) for c in ids],
+             "image": [os.path.relpath(p, images_root) for p in paths]},
+            visualize.file_thumbnails(paths, size))
     result.update({"cluster_threshold": threshold, "linkage": linkage,
                    "images_root": images_root, "model": embedder.source,
                    "model_fingerprint": embedder.fingerprint,

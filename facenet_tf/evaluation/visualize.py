@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 from tensorboard.plugins import projector
 
 from facenet_tf import io_utils
+from facenet_tf.data.image_files import read_encoded
 
 THUMBNAIL_SIZE = 64
 # TensorBoard's projector reads sprites up to 8192 x 8192 pixels.
@@ -30,6 +31,12 @@ def thumbnail(image, size: int = THUMBNAIL_SIZE) -> np.ndarray:
     canvas = Image.new("RGB", (size, size))
     canvas.paste(picture, ((size - picture.width) // 2, (size - picture.height) // 2))
     return np.asarray(canvas)
+
+
+def file_thumbnails(paths, size: int = THUMBNAIL_SIZE) -> np.ndarray:
+    """uint8 [N, size, size, 3] thumbnails of image files."""
+    return np.stack([thumbnail(read_encoded(p), size) for p in paths]) if paths else \
+        np.zeros((0, size, size, 3), np.uint8)
 
 
 def sprite(thumbnails: np.ndarray) -> np.ndarray:

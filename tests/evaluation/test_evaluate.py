@@ -170,3 +170,17 @@ def test_evaluate_cli(setup, tmp_path):
                    check=True, capture_output=True, timeout=180, cwd=repo)
     r = json.load(open(out))
     assert r["num_pairs"] == 8 and r["preprocess"]["crop_fraction"] == 0.7
+
+
+def test_identity_folder_projector_log_lists_every_face(setup, tmp_path):
+    _, path, faces, _ = setup
+    log_dir = str(tmp_path / "projector")
+    r = protocols.evaluate_identity_folder(load_embedder(path), faces, projector_dir=log_dir)
+    lines = open(r["projector"]["metadata"]).read().splitlines()
+    assert lines[0] == "identity\tcluster\timage"
+    rows = [line.split("\t") for line in lines[1:]]
+    assert len(rows) == r["num_images"] == 32
+    for identity, _, image in rows:
+        assert image.split(os.sep)[0] == identity
+        assert os.path.isfile(os.path.join(faces, image))
+    assert os.path.isfile(r["projector"]["sprite"])
