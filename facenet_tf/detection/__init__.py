@@ -1,0 +1,16 @@
+"""Face detection (MTCNN) and alignment: from an ordinary photo to the crops FaceNet embeds.
+
+    detector = FaceDetector()
+    found = detector.detect([image])[0]            # uint8 [H, W, 3] RGB
+    i = main_face(found, *image.shape[:2])
+    crop = align_face(image, found.boxes[i], found.landmarks[i], AlignConfig())
+"""
+
+from facenet_tf.detection.align import (AlignConfig, align_face, align_faces, margin_box,
+                                        similarity_transform, template_points)
+from facenet_tf.detection.cascade import CascadeConfig
+from facenet_tf.detection.detector import FaceDetections, FaceDetector, as_rgb, main_face
+
+__all__ = ["AlignConfig", "CascadeConfig", "FaceDetections", "FaceDetector", "align_face",
+           "align_faces", "as_rgb", "main_face", "margin_box", "similarity_transform",
+           "template_points"]

@@ -1,0 +1,139 @@
+"""FaceDetector: MTCNN face boxes, scores and 5 landmarks for a list of images of any sizes.
+
+Images of the same size are stacked and run through the cascade together (at most
+max_batch_pixels pixels per run), so R-Net and O-Net see the candidates of all images of a
+run in one batch. The cascade is one tf.function over uint8 [B, H, W, 3] with unknown B, H and
+W (traced once), which is also what a SavedModel signature can hold.
+"""
+
+import collections
+import dataclasses
+import typing
+
+import numpy as np
+import tensorflow as tf
+
+from facenet_tf.detection import cascade, networks
+
+IMAGE_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
+OUTPUT_NAMES = ("image_index", "boxes", "scores", "landmarks")
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+def _read_only(array, dtype, shape_tail):
+    array = np.ascontiguousarray(np.asarray(array, dtype=dtype).reshape((-1,) + shape_tail))
+    array.flags.writeable = False
+    return array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FaceDetections:
+    """The faces found in one image, sorted by score (descending), ties by x1 then y1.
+
+    boxes: float32 [n, 4] (x1, y1, x2, y2) in pixels; pixel (row i, column j) covers
+      [j, j+1) x [i, i+1).
+    scores: float32 [n] O-Net face probability.
+    landmarks: float32 [n, 5, 2] (x, y) of LANDMARK_NAMES: the eye, mouth corner on the image's
+      left first (the person's right), then the other eye, nose, and so on.
+    Arrays are read-only.
+    """
+    boxes: np.ndarray
+    scores: np.ndarray
+    landmarks: np.ndarray
+
+    def __post_init__(self):
+        object.__setattr__(self, "boxes", _read_only(self.boxes, np.float32, (4,)))
+        object.__setattr__(self, "scores", _read_only(self.scores, np.float32, ()))
+        object.__setattr__(self, "landmarks", _read_only(self.landmarks, np.float32, (5, 2)))
+        n = len(self.boxes)
+        if len(self.scores) != n or len(self.landmarks) != n:
+            raise ValueError(f"boxes ({n}), scores ({len(self.scores)}) and landmarks "
+                             f"({len(self.landmarks)}) differ in count")
+
+    def __len__(self):
+        return len(self.boxes)
+
+    @classmethod
+    def sorted(cls, boxes, scores, landmarks) -> "FaceDetections":
+        """Detections in the canonical order: score descending, then x1, then y1."""
+        boxes, scores = np.asarray(boxes), np.asarray(scores)
+        order = np.lexsort((boxes[:, 1], boxes[:, 0], -scores)) if len(scores) else []
+        return cls(boxes[order], scores[order], np.asarray(landmarks)[order])
+
+
+def main_face(detections: FaceDetections, image_height: int, image_width: int):
+    """Index of the face a dataset image keeps, or None if there is none.
+
+    The rule of davidsandberg/facenet's align_dataset_mtcnn: the largest
+    box area - 2 * (squared distance in pixels from the box centre to the image centre).
+    Ties go to the earlier face in the detections' order.
+    """
+    if len(detections) == 0:
+        return None
+    boxes = detections.boxes.astype(np.float64)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    dx = (boxes[:, 0] + boxes[:, 2]) / 2 - image_width / 2
+    dy = (boxes[:, 1] + boxes[:, 3]) / 2 - image_height / 2
+    return int(np.argmax(area - 2.0 * (dx * dx + dy * dy)))
+
+
+def as_rgb(image, index=None) -> np.ndarray:
+    """uint8 [H, W], [H, W, 1] or [H, W, 3] -> uint8 [H, W, 3] (grey repeated); anything else
+    raises, naming the image's position in the input list."""
+    where = "image" if index is None else f"image {index}"
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ValueError(f"{where}: expected uint8 pixels, got dtype {array.dtype}")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3):
+        raise ValueError(f"{where}: expected shape [H, W], [H, W, 1] or [H, W, 3], "
+                         f"got {array.shape}")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return array
+
+
+class FaceDetector(tf.Module):
+    """MTCNN with the weights of PyPI mtcnn==1.0.0 (loaded once, at construction)."""
+
+    def __init__(self, min_face_size: float = 20.0, thresholds=(0.6, 0.7, 0.7),
+                 scale_factor: float = 0.709, nms_thresholds=(0.5, 0.7, 0.7, 0.7),
+                 weights_dir: str | None = None, max_batch_pixels: int = 4_000_000):
+        """weights_dir: folder with pnet.lz4, rnet.lz4, onet.lz4 (default: the installed mtcnn
+        package's). max_batch_pixels bounds how many pixels one cascade run stacks."""
+        super().__init__(name="face_detector")
+        self.config = cascade.CascadeConfig(min_face_size, tuple(thresholds), scale_factor,
+                                            tuple(nms_thresholds))
+        if max_batch_pixels < 1:
+            raise ValueError(f"max_batch_pixels must be >= 1, got {max_batch_pixels!r}")
+        self.max_batch_pixels = int(max_batch_pixels)
+        self.networks = networks.MtcnnNetworks(weights_dir)
+
+    @tf.function(input_signature=[IMAGE_SPEC])
+    def detect_batch(self, images):
+        """uint8 [B, H, W, 3] (RGB, one size) -> every face of the batch, flat: {"image_index":
+        int32 [n], "boxes": [n, 4], "scores": [n], "landmarks": [n, 5, 2]}, each image's faces
+        by descending score. Usable as a SavedModel signature as it is."""
+        outputs = cascade.detect_batch(self.networks, images, self.config)
+        return dict(zip(OUTPUT_NAMES, outputs))
+
+    def detect(self, images: typing.Sequence[np.ndarray]) -> list:
+        """One FaceDetections per image. Images: uint8 RGB [H, W, 3] of any sizes; greyscale
+        [H, W] or [H, W, 1] is repeated to 3 channels here."""
+        rgb = [as_rgb(image, i) for i, image in enumerate(images)]
+        by_size = collections.defaultdict(list)
+        for i, image in enumerate(rgb):
+            by_size[image.shape[:2]].append(i)
+        found = [None] * len(rgb)
+        for (height, width), members in by_size.items():
+            per_run = max(1, self.max_batch_pixels // max(height * width, 1))
+            for start in range(0, len(members), per_run):
+                run = members[start:start + per_run]
+                outputs = self.detect_batch(tf.constant(np.stack([rgb[i] for i in run])))
+                image_index, boxes, scores, landmarks = (outputs[name].numpy()
+                                                         for name in OUTPUT_NAMES)
+                for k, i in enumerate(run):
+                    mine = image_index == k
+                    found[i] = FaceDetections.sorted(boxes[mine], scores[mine], landmarks[mine])
+        return found
