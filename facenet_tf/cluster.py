@@ -1,9 +1,12 @@
-"""Clusters the faces of a folder (the paper's section 5.6) and writes the clusters as a listing.
+"""Clusters the faces in a folder of photos (the paper's section 5.6) and writes the clusters.
 
-  python -m facenet_tf.cluster --model DIR --output clusters.json [--threshold T] FOLDER
+  python -m facenet_tf.cluster --model DIR --output clusters.json [--threshold T] \
+      [--contact_sheet clusters.png] PHOTO_FOLDER
 
-The listing maps each cluster (largest first) to its image paths relative to FOLDER. If the
-folder holds identity sub-folders, NMI and AMI against them are reported too.
+Every face found (MTCNN, then aligned) is clustered; each cluster (largest first) lists its
+faces as photo, face rank and box; photos without a face are listed as skipped. If every photo
+is in an identity sub-folder, NMI and AMI against them are reported too. --contact_sheet draws
+one row of face thumbnails per cluster. --nodetect_faces clusters the files whole.
 """
 
 import json
@@ -11,6 +14,8 @@ import json
 from absl import app, flags
 
 from facenet_tf import cli, io_utils, workflows
+from facenet_tf.detection.align import METHODS
+from facenet_tf.detection.detector import FaceDetector
 from facenet_tf.evaluation import clustering
 from facenet_tf.serving.loader import load_embedder
 
@@ -19,21 +24,35 @@ def main(argv):
     f = flags.FLAGS
     if len(argv) != 2:
         raise app.UsageError("give one folder")
-    result = workflows.cluster_folder(load_embedder(f.model), argv[1], f.threshold, f.linkage)
+    embedder = load_embedder(f.model)
+    result = workflows.cluster_folder(
+        embedder, argv[1], f.threshold, f.linkage,
+        detector=FaceDetector() if f.detect_faces else None,
+        align=workflows.align_config_for(embedder, f.margin, f.align_method),
+        contact_sheet=f.contact_sheet)
     if f.output:
         io_utils.write_json_atomic(f.output, result)
     for c in result["clusters"]:
-        print(f"cluster {c['cluster']} ({len(c['images'])}): {' '.join(c['images'])}")
-    summary = {k: v for k, v in result.items() if k != "clusters"}
+        print(f"cluster {c['cluster']} ({len(c['members'])}): {' '.join(c['images'])}")
+    for s in result["skipped"]:
+        print(f"skipped {s['photo']}: {s['reason']}")
+    summary = {k: v for k, v in result.items() if k not in ("clusters", "skipped")}
     print(json.dumps(summary, indent=2))
 
 
 def _define_flags():
-    flags.DEFINE_string("model", None, "SavedModel dir or .keras file.", required=True)
+    flags.DEFINE_string("model", None, "SavedModel dir, .keras or .tflite file.", required=True)
     flags.DEFINE_string("output", None, "Write the clusters listing (JSON) here.")
+    flags.DEFINE_string("contact_sheet", None, "Write a PNG with one row of face thumbnails "
+                        "per cluster here.")
     flags.DEFINE_float("threshold", None, "Squared-L2 merge threshold (default: the model's, "
                        f"else {workflows.DEFAULT_CLUSTER_THRESHOLD}).")
     flags.DEFINE_enum("linkage", "average", list(clustering.LINKAGES), "Agglomerative linkage.")
+    flags.DEFINE_bool("detect_faces", True, "Cluster every face of each photo (MTCNN); "
+                      "--nodetect_faces clusters the files whole.")
+    flags.DEFINE_enum("align_method", "margin", list(METHODS), "Face crop: the detector box "
+                      "plus --margin, or a similarity transform of the 5 landmarks.")
+    flags.DEFINE_float("margin", 32.0, "Pixels of the photo added around each face box.")
 
 
 def run():

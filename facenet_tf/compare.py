@@ -1,6 +1,10 @@
-"""Compares two face images: squared L2 distance and same/different at the model's threshold.
+"""Compares the faces of two photos: squared L2 distance and same/different at the model's
+threshold.
 
-  python -m facenet_tf.compare --model DIR IMG1 IMG2 [--threshold T]
+  python -m facenet_tf.compare --model DIR PHOTO1 PHOTO2 [--threshold T]
+
+Each photo's main face is found (MTCNN: the largest, most central one) and aligned; a photo
+without a face is an error naming it. --nodetect_faces compares the two files whole.
 """
 
 import json
@@ -8,6 +12,8 @@ import json
 from absl import app, flags
 
 from facenet_tf import cli, workflows
+from facenet_tf.detection.align import METHODS
+from facenet_tf.detection.detector import FaceDetector
 from facenet_tf.serving.loader import load_embedder
 
 
@@ -15,15 +21,24 @@ def main(argv):
     f = flags.FLAGS
     if len(argv) != 3:
         raise app.UsageError("give exactly two image paths")
-    result = workflows.compare(load_embedder(f.model), argv[1], argv[2], f.threshold)
+    embedder = load_embedder(f.model)
+    result = workflows.compare(embedder, argv[1], argv[2], f.threshold,
+                               detector=FaceDetector() if f.detect_faces else None,
+                               align=workflows.align_config_for(embedder, f.margin,
+                                                                f.align_method))
     print(json.dumps(result, indent=2))
     if result["same"] is None:
         print("the model has no recommended threshold: pass --threshold to decide")
 
 
 def _define_flags():
-    flags.DEFINE_string("model", None, "SavedModel dir or .keras file.", required=True)
+    flags.DEFINE_string("model", None, "SavedModel dir, .keras or .tflite file.", required=True)
     flags.DEFINE_float("threshold", None, "Squared-L2 threshold (default: the model's).")
+    flags.DEFINE_bool("detect_faces", True, "Compare the main face of each photo (MTCNN); "
+                      "--nodetect_faces compares the files whole.")
+    flags.DEFINE_enum("align_method", "margin", list(METHODS), "Face crop: the detector box "
+                      "plus --margin, or a similarity transform of the 5 landmarks.")
+    flags.DEFINE_float("margin", 32.0, "Pixels of the photo added around each face box.")
 
 
 def run():

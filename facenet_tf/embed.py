@@ -1,15 +1,22 @@
-"""Embeds a folder of images, or image TFRecords, into an .npz file with image ids.
+"""Embeds the faces in a folder of photos (or image TFRecords) into an .npz file.
 
-  python -m facenet_tf.embed --model DIR --input FOLDER_OR_TFRECORD_GLOB --output emb.npz
+  python -m facenet_tf.embed --model DIR --input PHOTO_FOLDER --output faces.npz \
+      [--projector_dir D]    # then: tensorboard --logdir D, tab Projector
+  python -m facenet_tf.embed --model DIR --input 'data/faces/images-*.tfrecord' --output emb.npz
 
-The .npz holds `embeddings` [N, D] float32, `image_ids` (path relative to the folder, or the
-record's image id), `identities` (first folder / record identity) and `model_fingerprint`.
+For a folder, every face found (MTCNN, then aligned) is one row: `embeddings` [F, D] float32,
+`image_ids` (the photo, relative to the folder), `face_index` (the face's rank in its photo),
+`boxes` (x1, y1, x2, y2 pixels), `scores`, `is_main`, `identities` (the photo's first folder),
+and the photos with no face in `skipped_images` / `skipped_reasons`. --nodetect_faces embeds
+each file whole instead (pre-cropped faces). TFRecords (dataset records) are embedded whole.
 """
 
 import tensorflow as tf
 from absl import flags, logging
 
 from facenet_tf import cli, workflows
+from facenet_tf.detection.align import METHODS
+from facenet_tf.detection.detector import FaceDetector
 from facenet_tf.serving.loader import load_embedder
 
 
@@ -18,19 +25,34 @@ def main(argv):
     f = flags.FLAGS
     embedder = load_embedder(f.model)
     if tf.io.gfile.isdir(f.input):
-        arrays = workflows.embed_folder(embedder, f.input, f.batch_size, f.flip)
+        detector = FaceDetector() if f.detect_faces else None
+        align = workflows.align_config_for(embedder, f.margin, f.align_method)
+        arrays = workflows.embed_folder(embedder, f.input, f.batch_size, f.flip,
+                                        detector=detector, align=align,
+                                        projector_dir=f.projector_dir)
     else:
         arrays = workflows.embed_tfrecords(embedder, f.input, f.batch_size, f.flip)
     workflows.write_npz(f.output, arrays, embedder.fingerprint)
-    logging.info("wrote %d embeddings to %s", len(arrays["image_ids"]), f.output)
+    skipped = arrays.get("skipped_images", [])
+    for name, reason in zip(skipped, arrays.get("skipped_reasons", [])):
+        logging.warning("skipped %s: %s", name, reason)
+    print(f"wrote {len(arrays['image_ids'])} embeddings to {f.output}"
+          + (f"; {len(skipped)} photos skipped (listed in the file)" if len(skipped) else ""))
 
 
 def _define_flags():
-    flags.DEFINE_string("model", None, "SavedModel dir or .keras file.", required=True)
-    flags.DEFINE_string("input", None, "Image folder, or a glob of image TFRecords.",
+    flags.DEFINE_string("model", None, "SavedModel dir, .keras or .tflite file.", required=True)
+    flags.DEFINE_string("input", None, "Photo folder, or a glob of image TFRecords.",
                         required=True)
     flags.DEFINE_string("output", None, "Output .npz file.", required=True)
-    flags.DEFINE_integer("batch_size", 64, "Images per model call.")
+    flags.DEFINE_bool("detect_faces", True, "Find and align the faces of each photo (MTCNN); "
+                      "--nodetect_faces embeds each file whole.")
+    flags.DEFINE_enum("align_method", "margin", list(METHODS), "Face crop: the detector box "
+                      "plus --margin, or a similarity transform of the 5 landmarks.")
+    flags.DEFINE_float("margin", 32.0, "Pixels of the photo added around each face box.")
+    flags.DEFINE_string("projector_dir", None, "Also write a TensorBoard projector log of the "
+                        "faces here (tensorboard --logdir DIR).")
+    flags.DEFINE_integer("batch_size", 64, "Faces per model call.")
     flags.DEFINE_bool("flip", False, "Average with the mirror image's embedding.")
 
 

@@ -1,6 +1,13 @@
-"""What the embed, compare and cluster commands do, as library functions: embed a folder of
-images or image TFRecords, compare two images, cluster the images of a folder."""
+"""What the embed, compare and cluster commands do, as library functions.
 
+On ordinary photos (a `detector` given) every path finds the faces first (MTCNN), aligns them
+(facenet_tf.detection) and embeds the crops: embed and cluster work on every face with its
+photo and box, compare on the main face of each photo; a photo without a face is listed as
+skipped, never a crash. Without a detector each image file is embedded whole (pre-cropped
+faces), as the model's own preprocessing takes it.
+"""
+
+import dataclasses
 import io
 import os
 
@@ -8,28 +15,140 @@ import numpy as np
 import tensorflow as tf
 
 from facenet_tf import io_utils
-from facenet_tf.data import image_files
-from facenet_tf.data import records
-from facenet_tf.evaluation import batch_embed, clustering, verification
+from facenet_tf.data import image_files, records
+from facenet_tf.detection.align import AlignConfig
+from facenet_tf.detection.faces import encode_png, find_faces
+from facenet_tf.evaluation import batch_embed, clustering, verification, visualize
+from facenet_tf.progress import progress
 
 DEFAULT_CLUSTER_THRESHOLD = 1.0
+# Photos read, detected and aligned per detector call.
+PHOTOS_PER_CHUNK = 32
 
 
-def embed_folder(embedder, folder: str, batch_size: int = 64, flip: bool = False) -> dict:
-    """Every image under `folder`: embeddings, ids (paths relative to it) and identities (the
-    first folder of each id, "" for images at the top)."""
+class NoFaceError(ValueError):
+    """A photo in which no face was found (or that could not be read)."""
+
+
+def align_config_for(embedder, margin: float = 32.0, method: str = "margin") -> AlignConfig:
+    """Square crops as large as the model's input side (its own preprocessing then takes the
+    centre at the model's aspect ratio, undistorted)."""
+    return AlignConfig(image_size=max(embedder.preprocess.image_size), margin=margin,
+                       method=method)
+
+
+def face_embedder(embedder):
+    """The same model for aligned crops: no further centre crop (the crop is the face)."""
+    return embedder.with_preprocess(dataclasses.replace(embedder.preprocess, crop_fraction=1.0))
+
+
+@dataclasses.dataclass
+class PhotoFaceTable:
+    """Every face found in a list of photos, one row each, and the photos that gave none."""
+    embeddings: np.ndarray      # float32 [F, D]
+    photos: list                # the photo (name) of each face
+    face_index: np.ndarray      # int32 [F]: the face's rank in its photo (by detector score)
+    boxes: np.ndarray           # float32 [F, 4] (x1, y1, x2, y2) in the photo's pixels
+    scores: np.ndarray          # float32 [F]
+    is_main: np.ndarray         # bool [F]: the photo's main face (facenet_tf.detection.main_face)
+    skipped: list               # [{"photo", "reason"}]: no face, or unreadable
+    thumbnails: np.ndarray | None = None  # uint8 [F, s, s, 3] aligned faces, if asked for
+
+
+def embed_photo_faces(embedder, detector, paths, names=None, align: AlignConfig | None = None,
+                      keep: str = "all", batch_size: int = 64,
+                      thumbnail_size: int | None = None) -> PhotoFaceTable:
+    """Detects, aligns and embeds the faces of photo files (keep="all": every face; "main":
+    the main face of each), PHOTOS_PER_CHUNK photos at a time."""
+    paths = list(paths)
+    names = list(names) if names is not None else paths
+    align = align or align_config_for(embedder)
+    model = face_embedder(embedder)
+    embeddings, rows, skipped, thumbs = [], [], [], []
+    bar = progress(total=len(paths), desc="finding and embedding faces", unit="photos")
+    for start in range(0, len(paths), PHOTOS_PER_CHUNK):
+        chunk = list(zip(paths[start:start + PHOTOS_PER_CHUNK],
+                         names[start:start + PHOTOS_PER_CHUNK]))
+        photos = []
+        for path, _ in chunk:
+            with tf.io.gfile.GFile(path, "rb") as f:
+                photos.append(f.read())
+        found = find_faces(detector, photos, align, keep=keep, names=[n for _, n in chunk])
+        crops = []
+        for faces in found:
+            if faces.error or not faces.kept:
+                skipped.append({"photo": faces.name,
+                                "reason": faces.error or "no face found"})
+                continue
+            for k, index in enumerate(faces.kept):
+                crops.append(faces.crops[k])
+                rows.append((faces.name, index, faces.detections.boxes[index],
+                             faces.detections.scores[index], index == faces.main))
+                if thumbnail_size:
+                    thumbs.append(visualize.thumbnail(faces.crops[k], thumbnail_size))
+        if crops:
+            embeddings.append(batch_embed.embed_encoded_images(
+                model, [encode_png(c) for c in crops], batch_size=batch_size,
+                progress_every_s=None))
+        bar.update(len(chunk))
+    bar.close()
+    dim = embedder.embedding_dim
+    return PhotoFaceTable(
+        embeddings=np.concatenate(embeddings) if embeddings else np.zeros((0, dim), np.float32),
+        photos=[r[0] for r in rows],
+        face_index=np.array([r[1] for r in rows], np.int32),
+        boxes=np.array([r[2] for r in rows], np.float32).reshape(-1, 4),
+        scores=np.array([r[3] for r in rows], np.float32),
+        is_main=np.array([r[4] for r in rows], bool),
+        skipped=skipped,
+        thumbnails=np.stack(thumbs) if thumbs else None)
+
+
+def embed_folder(embedder, folder: str, batch_size: int = 64, flip: bool = False,
+                 detector=None, align: AlignConfig | None = None,
+                 projector_dir: str | None = None) -> dict:
+    """Every image under `folder`, as arrays for an .npz file.
+
+    Whole images (no detector): `embeddings`, `image_ids` (paths relative to the folder) and
+    `identities` (their first folder, "" at the top). Photos (a detector): one row per face,
+    with `image_ids`, `identities`, `face_index`, `boxes`, `scores`, `is_main`, and the photos
+    without a face in `skipped_images` / `skipped_reasons`. projector_dir: also write a
+    TensorBoard projector log of the faces.
+    """
     paths = image_files.list_images(folder)
     if not paths:
         raise ValueError(f"{folder}: no images found")
     ids = [os.path.relpath(p, folder) for p in paths]
-    emb = batch_embed.embed_files(embedder, paths, batch_size=batch_size, flip=flip)
-    return {"embeddings": emb, "image_ids": np.array(ids),
-            "identities": np.array([i.split(os.sep)[0] if os.sep in i else "" for i in ids])}
+    size = visualize.sprite_thumbnail_size(len(paths)) if projector_dir else None
+    if detector is None:
+        emb = batch_embed.embed_files(embedder, paths, batch_size=batch_size, flip=flip)
+        arrays = {"embeddings": emb, "image_ids": np.array(ids)}
+        thumbs = visualize.file_thumbnails(paths, size) if projector_dir else None
+    else:
+        table = embed_photo_faces(embedder, detector, paths, ids, align, keep="all",
+                                  batch_size=batch_size, thumbnail_size=size)
+        arrays = {"embeddings": table.embeddings, "image_ids": np.array(table.photos, str),
+                  "face_index": table.face_index, "boxes": table.boxes,
+                  "scores": table.scores, "is_main": table.is_main,
+                  "skipped_images": np.array([s["photo"] for s in table.skipped], str),
+                  "skipped_reasons": np.array([s["reason"] for s in table.skipped], str)}
+        thumbs = table.thumbnails
+    arrays["identities"] = np.array([_identity(i) for i in arrays["image_ids"]], str)
+    if projector_dir and len(arrays["embeddings"]):
+        metadata = {"identity": list(arrays["identities"]), "image": list(arrays["image_ids"])}
+        if "face_index" in arrays:
+            metadata["face"] = [int(i) for i in arrays["face_index"]]
+        visualize.write_projector(projector_dir, arrays["embeddings"], metadata, thumbs)
+    return arrays
+
+
+def _identity(image_id: str) -> str:
+    return image_id.split(os.sep)[0] if os.sep in image_id else ""
 
 
 def embed_tfrecords(embedder, pattern: str, batch_size: int = 64, flip: bool = False) -> dict:
-    """Every image record of the TFRecord files matching `pattern`: embeddings, ids,
-    identities."""
+    """Every image record of the TFRecord files matching `pattern` (faces already, as a
+    dataset holds them): embeddings, ids, identities."""
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
         raise ValueError(f"{pattern}: no TFRecord files match")
@@ -49,33 +168,73 @@ def write_npz(path: str, arrays: dict, fingerprint: str) -> None:
     io_utils.write_bytes_atomic(path, buf.getvalue())
 
 
-def compare(embedder, path1: str, path2: str, threshold: float | None = None) -> dict:
-    """Squared L2 distance of two images and, given a threshold (or the model's), same or not."""
-    emb = batch_embed.embed_files(embedder, [path1, path2], progress_every_s=None)
-    d = float(verification.squared_l2(emb[:1], emb[1:])[0])
+def compare(embedder, path1: str, path2: str, threshold: float | None = None,
+            detector=None, align: AlignConfig | None = None) -> dict:
+    """Squared L2 distance of two images (with a detector: of the main face of each photo)
+    and, given a threshold (or the model's), same or not. A photo without a face raises
+    NoFaceError naming it."""
     t = threshold if threshold is not None else embedder.threshold
-    return {"image1": path1, "image2": path2, "distance": d, "threshold": t,
-            "same": None if t is None else d <= t}
+    result = {"image1": path1, "image2": path2, "threshold": t}
+    if detector is None:
+        emb = batch_embed.embed_files(embedder, [path1, path2], progress_every_s=None)
+    else:
+        table = embed_photo_faces(embedder, detector, [path1, path2], align=align, keep="main")
+        if table.skipped:
+            raise NoFaceError("; ".join(f"{s['photo']}: {s['reason']}" for s in table.skipped))
+        emb = table.embeddings
+        for k, key in enumerate(("face1", "face2")):
+            result[key] = {"box": [round(float(v), 1) for v in table.boxes[k]],
+                           "score": float(table.scores[k])}
+    d = float(verification.squared_l2(emb[:1], emb[1:])[0])
+    result.update({"distance": d, "same": None if t is None else d <= t})
+    return result
 
 
 def cluster_folder(embedder, folder: str, threshold: float | None = None,
-                   linkage: str = "average", batch_size: int = 64) -> dict:
-    """Agglomerative clusters of a folder's images (largest first), as paths relative to it;
-    NMI and AMI against the identity sub-folders when every image is in one."""
+                   linkage: str = "average", batch_size: int = 64, detector=None,
+                   align: AlignConfig | None = None,
+                   contact_sheet: str | None = None) -> dict:
+    """Agglomerative clusters (largest first). Whole images: of the folder's images, as paths
+    relative to it. Photos (a detector): of the faces, each member naming its photo, face rank
+    and box; photos without a face are listed as skipped. NMI and AMI against the identity
+    sub-folders when every image is in one. contact_sheet: a PNG path for one row of
+    thumbnails per cluster."""
     paths = image_files.list_images(folder)
     if not paths:
         raise ValueError(f"{folder}: no images found")
     t = threshold if threshold is not None else (embedder.threshold or DEFAULT_CLUSTER_THRESHOLD)
-    emb = batch_embed.embed_files(embedder, paths, batch_size=batch_size)
-    ids = clustering.agglomerative_clusters(emb, distance_threshold=t, linkage=linkage)
     rel = [os.path.relpath(p, folder) for p in paths]
-    groups = {}
-    for r, c in zip(rel, ids):
-        groups.setdefault(int(c), []).append(r)
-    ordered = sorted(groups.values(), key=lambda g: (-len(g), g[0]))
+    size = visualize.THUMBNAIL_SIZE if contact_sheet else None
+    skipped = []
+    if detector is None:
+        emb = batch_embed.embed_files(embedder, paths, batch_size=batch_size)
+        members = [{"image": r} for r in rel]
+        thumbs = visualize.file_thumbnails(paths, size) if contact_sheet else None
+    else:
+        table = embed_photo_faces(embedder, detector, paths, rel, align, keep="all",
+                                  batch_size=batch_size, thumbnail_size=size)
+        emb, skipped, thumbs = table.embeddings, table.skipped, table.thumbnails
+        members = [{"image": photo, "face": int(i), "box": [round(float(v), 1) for v in box]}
+                   for photo, i, box in zip(table.photos, table.face_index, table.boxes)]
     result = {"folder": folder, "threshold": t, "linkage": linkage,
               "model_fingerprint": embedder.fingerprint, "num_images": len(paths),
-              "clusters": [{"cluster": i, "images": g} for i, g in enumerate(ordered)]}
-    if all(os.sep in r for r in rel):
-        result.update(clustering.clustering_scores([r.split(os.sep)[0] for r in rel], ids))
+              "num_faces": len(members), "skipped": skipped, "clusters": []}
+    if not members:
+        return result
+    ids = (clustering.agglomerative_clusters(emb, distance_threshold=t, linkage=linkage)
+           if len(members) > 1 else np.zeros(1, int))
+    groups = {}
+    for k, c in enumerate(ids):
+        groups.setdefault(int(c), []).append(k)
+    ordered = sorted(groups.values(), key=lambda g: (-len(g), members[g[0]]["image"]))
+    result["clusters"] = [{"cluster": i, "members": [members[k] for k in g],
+                           "images": sorted({members[k]["image"] for k in g})}
+                          for i, g in enumerate(ordered)]
+    labels = [m["image"] for m in members]
+    if len(members) > 1 and all(os.sep in r for r in labels):
+        result.update(clustering.clustering_scores([r.split(os.sep)[0] for r in labels], ids))
+    if contact_sheet:
+        result["contact_sheet"] = visualize.contact_sheet(
+            contact_sheet, [(f"cluster {i} ({len(g)})", [thumbs[k] for k in g])
+                            for i, g in enumerate(ordered)])
     return result
