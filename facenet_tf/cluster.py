@@ -16,7 +16,7 @@ from absl import app, flags
 from facenet_tf import cli, io_utils, workflows
 from facenet_tf.detection.align import METHODS
 from facenet_tf.detection.detector import FaceDetector
-from facenet_tf.evaluation import clustering
+from facenet_tf.evaluation import batch_embed, clustering
 from facenet_tf.serving.loader import load_embedder
 
 
@@ -28,7 +28,7 @@ def main(argv):
     result = workflows.cluster_folder(
         embedder, argv[1], f.threshold, f.linkage,
         detector=FaceDetector() if f.detect_faces else None,
-        align=workflows.align_config_for(embedder, f.margin, f.align_method),
+        align=batch_embed.align_config_for(embedder, f.margin, f.align_method),
         contact_sheet=f.contact_sheet)
     if f.output:
         io_utils.write_json_atomic(f.output, result)

@@ -14,6 +14,7 @@ from absl import app, flags
 from facenet_tf import cli, workflows
 from facenet_tf.detection.align import METHODS
 from facenet_tf.detection.detector import FaceDetector
+from facenet_tf.evaluation import batch_embed
 from facenet_tf.serving.loader import load_embedder
 
 
@@ -24,7 +25,7 @@ def main(argv):
     embedder = load_embedder(f.model)
     result = workflows.compare(embedder, argv[1], argv[2], f.threshold,
                                detector=FaceDetector() if f.detect_faces else None,
-                               align=workflows.align_config_for(embedder, f.margin,
+                               align=batch_embed.align_config_for(embedder, f.margin,
                                                                 f.align_method))
     print(json.dumps(result, indent=2))
     if result["same"] is None:

@@ -17,6 +17,7 @@ from absl import flags, logging
 from facenet_tf import cli, workflows
 from facenet_tf.detection.align import METHODS
 from facenet_tf.detection.detector import FaceDetector
+from facenet_tf.evaluation import batch_embed
 from facenet_tf.serving.loader import load_embedder
 
 
@@ -26,7 +27,7 @@ def main(argv):
     embedder = load_embedder(f.model)
     if tf.io.gfile.isdir(f.input):
         detector = FaceDetector() if f.detect_faces else None
-        align = workflows.align_config_for(embedder, f.margin, f.align_method)
+        align = batch_embed.align_config_for(embedder, f.margin, f.align_method)
         arrays = workflows.embed_folder(embedder, f.input, f.batch_size, f.flip,
                                         detector=detector, align=align,
                                         projector_dir=f.projector_dir)

@@ -1,12 +1,13 @@
 """Evaluates a face model: the LFW pairs protocol, or retrieval and clustering on a folder.
 
-  python -m facenet_tf.evaluate --model DIR --pairs pairs.txt --images ROOT \
+  python -m facenet_tf.evaluate --model DIR --pairs pairs.txt --images ROOT [--align] \
       [--output_json F] [--plots_dir D] [--flip] [--skip_missing] [--crop_fraction 0.52 ...]
   python -m facenet_tf.evaluate --model DIR --identity_folder ROOT [--output_json F] \
       [--projector_dir D]   # then: tensorboard --logdir D, tab Projector
 
---model is a SavedModel from facenet_tf.export (or a .keras file); crop/preprocessing flags
-override the preprocessing stored with the model. The protocols: facenet_tf.evaluation.protocols.
+--model is a SavedModel from facenet_tf.export (or a .keras or .tflite file); crop/preprocessing
+flags override the preprocessing stored with the model. --align detects each image's main face
+(MTCNN) and aligns it before embedding: raw photos, such as LFW's, give the aligned figure. The protocols: facenet_tf.evaluation.protocols.
 """
 
 import json
@@ -16,6 +17,9 @@ from absl import flags
 from facenet_tf import cli
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data import preprocess as pp
+from facenet_tf.detection.align import METHODS
+from facenet_tf.detection.detector import FaceDetector
+from facenet_tf.evaluation import batch_embed
 from facenet_tf.evaluation.protocols import (evaluate_identity_folder, evaluate_model,
                                              override_preprocess)
 from facenet_tf.serving.loader import load_embedder
@@ -33,7 +37,10 @@ def main(argv):
         result = evaluate_model(embedder, f.pairs, f.images, flip=f.flip,
                                 skip_missing=f.skip_missing, batch_size=f.batch_size, ext=f.ext,
                                 naming=f.naming, num_folds=f.num_folds, seed=f.seed,
-                                plots_dir=f.plots_dir, output_json=f.output_json)
+                                plots_dir=f.plots_dir, output_json=f.output_json,
+                                detector=FaceDetector() if f.align else None,
+                                align=batch_embed.align_config_for(embedder, f.margin,
+                                                                   f.align_method))
     elif f.identity_folder:
         result = evaluate_identity_folder(embedder, f.identity_folder, flip=f.flip,
                                           projector_dir=f.projector_dir,
@@ -55,6 +62,11 @@ def _define_flags():
                         "and clustering metrics (instead of --pairs).")
     flags.DEFINE_string("output_json", None, "Write the metrics here too.")
     flags.DEFINE_string("plots_dir", None, "Write roc.png and distance_histogram.png here.")
+    flags.DEFINE_bool("align", False, "With --pairs: detect and align each image's main face "
+                      "(MTCNN) before embedding it; for raw photos.")
+    flags.DEFINE_enum("align_method", "margin", list(METHODS), "With --align: the detector box "
+                      "plus --margin, or a similarity transform of the 5 landmarks.")
+    flags.DEFINE_float("margin", 32.0, "With --align: pixels of the image added around the box.")
     flags.DEFINE_bool("flip", False, "Average each embedding with its mirror image's.")
     flags.DEFINE_bool("skip_missing", False, "Drop pairs whose images are missing.")
     flags.DEFINE_list("image_size", None, "height,width (default: the model's).")

@@ -7,7 +7,6 @@ skipped, never a crash. Without a detector each image file is embedded whole (pr
 faces), as the model's own preprocessing takes it.
 """
 
-import dataclasses
 import io
 import os
 
@@ -17,91 +16,14 @@ import tensorflow as tf
 from facenet_tf import io_utils
 from facenet_tf.data import image_files, records
 from facenet_tf.detection.align import AlignConfig
-from facenet_tf.detection.faces import encode_png, find_faces
 from facenet_tf.evaluation import batch_embed, clustering, verification, visualize
-from facenet_tf.progress import progress
+from facenet_tf.evaluation.batch_embed import embed_photo_faces
 
 DEFAULT_CLUSTER_THRESHOLD = 1.0
-# Photos read, detected and aligned per detector call.
-PHOTOS_PER_CHUNK = 32
 
 
 class NoFaceError(ValueError):
     """A photo in which no face was found (or that could not be read)."""
-
-
-def align_config_for(embedder, margin: float = 32.0, method: str = "margin") -> AlignConfig:
-    """Square crops as large as the model's input side (its own preprocessing then takes the
-    centre at the model's aspect ratio, undistorted)."""
-    return AlignConfig(image_size=max(embedder.preprocess.image_size), margin=margin,
-                       method=method)
-
-
-def face_embedder(embedder):
-    """The same model for aligned crops: no further centre crop (the crop is the face)."""
-    return embedder.with_preprocess(dataclasses.replace(embedder.preprocess, crop_fraction=1.0))
-
-
-@dataclasses.dataclass
-class PhotoFaceTable:
-    """Every face found in a list of photos, one row each, and the photos that gave none."""
-    embeddings: np.ndarray      # float32 [F, D]
-    photos: list                # the photo (name) of each face
-    face_index: np.ndarray      # int32 [F]: the face's rank in its photo (by detector score)
-    boxes: np.ndarray           # float32 [F, 4] (x1, y1, x2, y2) in the photo's pixels
-    scores: np.ndarray          # float32 [F]
-    is_main: np.ndarray         # bool [F]: the photo's main face (facenet_tf.detection.main_face)
-    skipped: list               # [{"photo", "reason"}]: no face, or unreadable
-    thumbnails: np.ndarray | None = None  # uint8 [F, s, s, 3] aligned faces, if asked for
-
-
-def embed_photo_faces(embedder, detector, paths, names=None, align: AlignConfig | None = None,
-                      keep: str = "all", batch_size: int = 64,
-                      thumbnail_size: int | None = None) -> PhotoFaceTable:
-    """Detects, aligns and embeds the faces of photo files (keep="all": every face; "main":
-    the main face of each), PHOTOS_PER_CHUNK photos at a time."""
-    paths = list(paths)
-    names = list(names) if names is not None else paths
-    align = align or align_config_for(embedder)
-    model = face_embedder(embedder)
-    embeddings, rows, skipped, thumbs = [], [], [], []
-    bar = progress(total=len(paths), desc="finding and embedding faces", unit="photos")
-    for start in range(0, len(paths), PHOTOS_PER_CHUNK):
-        chunk = list(zip(paths[start:start + PHOTOS_PER_CHUNK],
-                         names[start:start + PHOTOS_PER_CHUNK]))
-        photos = []
-        for path, _ in chunk:
-            with tf.io.gfile.GFile(path, "rb") as f:
-                photos.append(f.read())
-        found = find_faces(detector, photos, align, keep=keep, names=[n for _, n in chunk])
-        crops = []
-        for faces in found:
-            if faces.error or not faces.kept:
-                skipped.append({"photo": faces.name,
-                                "reason": faces.error or "no face found"})
-                continue
-            for k, index in enumerate(faces.kept):
-                crops.append(faces.crops[k])
-                rows.append((faces.name, index, faces.detections.boxes[index],
-                             faces.detections.scores[index], index == faces.main))
-                if thumbnail_size:
-                    thumbs.append(visualize.thumbnail(faces.crops[k], thumbnail_size))
-        if crops:
-            embeddings.append(batch_embed.embed_encoded_images(
-                model, [encode_png(c) for c in crops], batch_size=batch_size,
-                progress_every_s=None))
-        bar.update(len(chunk))
-    bar.close()
-    dim = embedder.embedding_dim
-    return PhotoFaceTable(
-        embeddings=np.concatenate(embeddings) if embeddings else np.zeros((0, dim), np.float32),
-        photos=[r[0] for r in rows],
-        face_index=np.array([r[1] for r in rows], np.int32),
-        boxes=np.array([r[2] for r in rows], np.float32).reshape(-1, 4),
-        scores=np.array([r[3] for r in rows], np.float32),
-        is_main=np.array([r[4] for r in rows], bool),
-        skipped=skipped,
-        thumbnails=np.stack(thumbs) if thumbs else None)
 
 
 def embed_folder(embedder, folder: str, batch_size: int = 64, flip: bool = False,

@@ -11,10 +11,12 @@ from absl import logging
 
 from facenet_tf import io_utils
 from facenet_tf.data import image_files
+from facenet_tf.data import images as image_utils
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data import preprocess as pp
 from facenet_tf.evaluation import (batch_embed, clustering, plots, retrieval, verification,
                                    visualize)
+from facenet_tf.detection.align import AlignConfig
 from facenet_tf.models import quantize
 from facenet_tf.serving.loader import load_embedder
 
@@ -36,12 +38,16 @@ def evaluate_model(model, pairs_path: str, images_root: str, *,
                    skip_missing: bool = False, batch_size: int = 64, ext: str = "jpg",
                    naming: str = "auto", num_folds: int = 10, seed: int = 0,
                    plots_dir: str | None = None, output_json: str | None = None,
-                   quantized: bool = True) -> dict:
+                   quantized: bool = True, detector=None,
+                   align: AlignConfig | None = None) -> dict:
     """Runs the verification protocol of a pairs file on a model (an Embedder or a path).
 
     Files with a `FOLDS<TAB>N` header (LFW View 2, our generated files) use their own folds;
     others a seeded `num_folds` split. Missing images raise FileNotFoundError listing them,
-    unless skip_missing, which drops their pairs and reports how many.
+    unless skip_missing, which drops their pairs and reports how many. With a `detector`
+    (facenet_tf.detection.FaceDetector) each image's main face is detected and aligned
+    (`align`, default: the model's input size, margin 32) before embedding; an image where no
+    face is found is embedded whole and counted (num_no_face, no_face_images).
     """
     embedder = load_embedder(model, preprocess)
     parsed = pairs_lib.parse_pairs(pairs_path)
@@ -69,7 +75,12 @@ def evaluate_model(model, pairs_path: str, images_root: str, *,
     if not kept:
         raise ValueError(f"{pairs_path}: no pair has both images under {images_root}")
     flat = [x for pair in kept for x in pair]
-    emb = batch_embed.embed_files(embedder, flat, batch_size=batch_size, flip=flip)
+    no_face = []
+    if detector is None:
+        emb = batch_embed.embed_files(embedder, flat, batch_size=batch_size, flip=flip)
+    else:
+        align = align or batch_embed.align_config_for(embedder)
+        emb, no_face = _embed_main_faces(embedder, detector, flat, align, batch_size, flip)
     d = verification.squared_l2(emb[0::2], emb[1::2])
     result = verification.evaluate_pairs(d, issame, folds=folds, num_folds=num_folds, seed=seed)
     if quantized:
@@ -93,6 +104,9 @@ def evaluate_model(model, pairs_path: str, images_root: str, *,
         "model_fingerprint": embedder.fingerprint,
         "preprocess": embedder.preprocess.to_dict(),
         "flip": bool(flip),
+        "align": dataclasses.asdict(align) if detector is not None else None,
+        "num_no_face": len(no_face),
+        "no_face_images": no_face[:MAX_LISTED_MISSING],
     })
     if plots_dir:
         tf.io.gfile.makedirs(plots_dir)
@@ -103,6 +117,25 @@ def evaluate_model(model, pairs_path: str, images_root: str, *,
     if output_json:
         io_utils.write_json_atomic(output_json, result)
     return result
+
+
+def _embed_main_faces(embedder, detector, paths, align, batch_size, flip):
+    """Embeddings aligned with `paths` of each image's main face (an image without a face:
+    whole), and the images without a face."""
+    unique = list(dict.fromkeys(paths))
+    table = batch_embed.embed_photo_faces(embedder, detector, unique, align=align, keep="main",
+                                          batch_size=batch_size, flip=flip)
+    unreadable = [s for s in table.skipped if s["reason"] != "no face found"]
+    if unreadable:
+        raise image_utils.BadImageError(f"{unreadable[0]['photo']}: {unreadable[0]['reason']}")
+    by_path = dict(zip(table.photos, table.embeddings))
+    no_face = [s["photo"] for s in table.skipped]
+    if no_face:
+        logging.warning("no face found in %d of %d images; embedding them whole",
+                        len(no_face), len(unique))
+        by_path.update(zip(no_face, batch_embed.embed_files(embedder, no_face,
+                                                            batch_size=batch_size, flip=flip)))
+    return np.stack([by_path[p] for p in paths]), no_face
 
 
 def identity_labels(paths, root: str) -> list:
