@@ -14,7 +14,9 @@ from absl import flags, logging
 
 from facenet_tf import cli, runinfo
 from facenet_tf.data import preprocess as pp
-from facenet_tf.serving.exporter import export_saved_model
+from facenet_tf.detection.align import METHODS, AlignConfig
+from facenet_tf.detection.detector import FaceDetector
+from facenet_tf.serving.exporter import DEFAULT_MAX_FACES, PhotoSignature, export_saved_model
 from facenet_tf.serving.tflite import DEFAULT_NUM_CALIBRATION, export_tflite
 from facenet_tf.serving.loader import load_keras_embedder
 from facenet_tf.training.restore import restore_embedder
@@ -49,9 +51,15 @@ def main(argv):
         logging.info("exported %s to %s", f.checkpoint, f.tflite_dir)
         print("\n".join(f"{f.tflite_dir}/{entry['file']}" for entry in meta["files"].values()))
     if f.export_dir:
+        photos = None
+        if f.detect_and_embed:
+            align = AlignConfig(image_size=max(preprocess.image_size), margin=f.margin,
+                                method=f.align_method)
+            photos = PhotoSignature(FaceDetector(), align, f.max_faces)
         out = export_saved_model(model, f.export_dir, preprocess, step=step,
                                  threshold=threshold, extra_metadata=extra,
-                                 optimize=f.optimize, xla_max_batch=f.xla_max_batch)
+                                 optimize=f.optimize, xla_max_batch=f.xla_max_batch,
+                                 photos=photos)
         logging.info("exported %s to %s", f.checkpoint, out)
         print(out)
 
@@ -61,6 +69,15 @@ def _define_flags():
                         "prefix like MODEL_DIR/checkpoints/ckpt-600 or a directory of them "
                         "(MODEL_DIR/best, MODEL_DIR/checkpoints).", required=True)
     flags.DEFINE_string("export_dir", None, "SavedModel directory to write.")
+    flags.DEFINE_bool("detect_and_embed", True, "Also serve whole photos: the signature "
+                      "detect_and_embed runs MTCNN, aligns each face and embeds it "
+                      "(--nodetect_and_embed: face crops only).")
+    flags.DEFINE_integer("max_faces", DEFAULT_MAX_FACES, "detect_and_embed returns at most "
+                         "this many faces per photo (highest detector scores).")
+    flags.DEFINE_enum("align_method", "margin", list(METHODS), "detect_and_embed's face crop: "
+                      "the detector box plus --margin, or a similarity transform of the "
+                      "landmarks.")
+    flags.DEFINE_float("margin", 32.0, "Pixels of the photo added around each face box.")
     flags.DEFINE_string("tflite_dir", None, "Directory to write model_float32.tflite and, with "
                         "--calibration_data, model_int8.tflite, with their metadata JSON.")
     flags.DEFINE_string("calibration_data", None, "Representative training images for the int8 "

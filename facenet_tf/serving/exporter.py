@@ -1,13 +1,17 @@
 """The one SavedModel exporter of facenet_tf (facenet_tf.serving.loader reads what it writes).
 
-An export has two signatures: `serving_default` (a batch of encoded JPEG/PNG/GIF/BMP bytes ->
-L2-normalised embeddings; decode, center crop, resize and standardisation run in the graph with
-facenet_tf.data.preprocess, exactly as in training) and `embed` (already standardised float
-pixels -> embeddings). Its metadata (input size, preprocessing, embedding dim, training step,
+An export has two signatures: `serving_default` (a batch of encoded JPEG/PNG/GIF/BMP bytes of
+face crops -> L2-normalised embeddings; decode, center crop, resize and standardisation run in
+the graph with facenet_tf.data.preprocess, exactly as in training) and `embed` (already
+standardised float pixels -> embeddings). Given a face detector it also has `detect_and_embed`
+(whole photos as encoded bytes -> every face's box, score, 5 landmarks and embedding, up to
+max_faces per photo, with the count and the main face): MTCNN (facenet_tf.detection) and the
+alignment run in the graph too. Its metadata (input size, preprocessing, embedding dim, training step,
 recommended threshold, weight fingerprint, run info) is in assets.extra/facenet_tf.json and in
 the loaded object's `metadata_json` variable.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -17,6 +21,8 @@ import tensorflow as tf
 
 from facenet_tf import io_utils, runinfo
 from facenet_tf.data import preprocess as pp
+from facenet_tf.detection.align import AlignConfig, align_faces
+from facenet_tf.detection.detector import LANDMARK_NAMES, FaceDetector
 from facenet_tf.models import pretrained
 from facenet_tf.models.inference import XLA_MAX_BATCH, inference_function
 
@@ -24,6 +30,22 @@ METADATA_FILE = os.path.join("assets.extra", "facenet_tf.json")
 METADATA_VERSION = 1
 SIGNATURE_BYTES = "serving_default"
 SIGNATURE_PIXELS = "embed"
+SIGNATURE_PHOTOS = "detect_and_embed"
+DEFAULT_MAX_FACES = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class PhotoSignature:
+    """What `detect_and_embed` serves: the detector, how its faces are aligned, and how many
+    faces (highest scores first) a photo returns at most."""
+    detector: FaceDetector
+    align: AlignConfig
+    max_faces: int = DEFAULT_MAX_FACES
+
+    def describe(self) -> dict:
+        return {"detector": dataclasses.asdict(self.detector.config),
+                "align": dataclasses.asdict(self.align), "max_faces": self.max_faces,
+                "landmarks": list(LANDMARK_NAMES)}
 
 
 def weights_fingerprint(model) -> str:
@@ -53,7 +75,7 @@ class _ExportModule(tf.Module):
     """
 
     def __init__(self, model, preprocess: pp.PreprocessConfig, metadata: dict, optimize: bool,
-                 xla_max_batch: int):
+                 xla_max_batch: int, photos: PhotoSignature | None = None):
         super().__init__(name="facenet_tf_export")
         self.metadata_json = tf.Variable(json.dumps(metadata, sort_keys=True), trainable=False,
                                          name="metadata_json")
@@ -87,13 +109,75 @@ class _ExportModule(tf.Module):
 
         self.embed = embed_signature
         self.serve_bytes = serve_bytes
+        self.detect_and_embed = None
+        if photos is not None:
+            self.detector = photos.detector
+            self.detect_and_embed = _photo_signature(photos, preprocess, embed)
         # The tf.Variables the traced graphs read (not the Keras wrappers): tracked explicitly
         # so TF1-style loaders (saved_model_cli, TF Serving) restore them too.
         used = {}
-        for fn in (embed_signature, serve_bytes):
+        for fn in (embed_signature, serve_bytes, self.detect_and_embed):
+            if fn is None:
+                continue
             for v in fn.get_concrete_function().variables:
                 used.setdefault(id(v), v)
         self.graph_variables = list(used.values())
+
+
+def _main_face(boxes, height, width):
+    """facenet_tf.detection.main_face in graph ops: the largest box area minus twice the
+    squared distance of its centre from the image centre; -1 without a face."""
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    dx = (boxes[:, 0] + boxes[:, 2]) / 2 - tf.cast(width, tf.float32) / 2
+    dy = (boxes[:, 1] + boxes[:, 3]) / 2 - tf.cast(height, tf.float32) / 2
+    return tf.cond(tf.shape(boxes)[0] > 0,
+                   lambda: tf.cast(tf.argmax(area - 2.0 * (dx * dx + dy * dy)), tf.int32),
+                   lambda: tf.constant(-1, tf.int32))
+
+
+def _photo_signature(photos: PhotoSignature, preprocess: pp.PreprocessConfig, embed):
+    """The detect_and_embed tf.function: per photo, MTCNN, the kept faces aligned exactly as
+    the Python path does (crops rounded to whole 0..255 values), the model's preprocessing
+    without a further centre crop, embeddings; every output padded to max_faces."""
+    face_preprocess = dataclasses.replace(preprocess, crop_fraction=1.0)
+    h, w = preprocess.image_size
+    n_max = photos.max_faces
+    align = photos.align
+
+    def one(args):
+        encoded, index = args
+        with tf.control_dependencies([_check_decodable(encoded, index)]):
+            image = pp.decode_image(encoded)
+        found = photos.detector.detect_batch(image[None])
+        boxes, scores = found["boxes"][:n_max], found["scores"][:n_max]
+        landmarks = found["landmarks"][:n_max]
+        count = tf.shape(boxes)[0]
+        crops = tf.round(align_faces(image, boxes, landmarks, align))
+        pixels = tf.map_fn(lambda crop: pp.preprocess_image(crop, face_preprocess), crops,
+                           fn_output_signature=tf.TensorSpec([h, w, 3], tf.float32))
+        embeddings = tf.cond(count > 0, lambda: embed(pixels),
+                             lambda: tf.zeros([0, embed_dim], tf.float32))
+        pad = n_max - count
+        return (tf.pad(boxes, [[0, pad], [0, 0]]), tf.pad(scores, [[0, pad]]),
+                tf.pad(landmarks, [[0, pad], [0, 0], [0, 0]]),
+                tf.pad(embeddings, [[0, pad], [0, 0]]), count,
+                _main_face(boxes, tf.shape(image)[0], tf.shape(image)[1]))
+
+    embed_dim = int(embed.get_concrete_function().structured_outputs.shape[-1])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    def detect_and_embed(images):
+        n = tf.shape(images)[0]
+        boxes, scores, landmarks, embeddings, counts, main = tf.map_fn(
+            one, (images, tf.range(n)), fn_output_signature=(
+                tf.TensorSpec([n_max, 4], tf.float32), tf.TensorSpec([n_max], tf.float32),
+                tf.TensorSpec([n_max, 5, 2], tf.float32),
+                tf.TensorSpec([n_max, embed_dim], tf.float32), tf.TensorSpec([], tf.int32),
+                tf.TensorSpec([], tf.int32)))
+        return {"boxes": boxes, "scores": scores, "landmarks": landmarks,
+                "embeddings": embeddings, "num_faces": counts, "main_face": main}
+
+    return detect_and_embed
 
 
 def model_image_size(model) -> tuple:
@@ -110,7 +194,8 @@ def model_image_size(model) -> tuple:
 def export_saved_model(model, export_dir: str, preprocess: pp.PreprocessConfig, *,
                        step: int | None = None, threshold: float | None = None,
                        extra_metadata: dict | None = None, optimize: bool = True,
-                       xla_max_batch: int | None = None) -> str:
+                       xla_max_batch: int | None = None,
+                       photos: PhotoSignature | None = None) -> str:
     """Writes `model` as a SavedModel at `export_dir` (replacing an older export) and returns
     the path. Written to a temporary sibling directory and renamed into place, so a reader never
     sees a half-written export.
@@ -118,7 +203,7 @@ def export_saved_model(model, export_dir: str, preprocess: pp.PreprocessConfig, 
     optimize=True (default) serves a batch-norm-folded graph with the weights as constants, XLA
     compiled for batches up to `xla_max_batch` (facenet_tf.models.inference); the Keras model
     itself is not saved (keep the .keras file or checkpoint for training). False saves the model
-    as is, with its variables.
+    as is, with its variables. photos: also serve `detect_and_embed` (whole photos).
     """
     xla_max_batch = XLA_MAX_BATCH if xla_max_batch is None else int(xla_max_batch)
     mh, mw = model_image_size(model)
@@ -142,6 +227,12 @@ def export_saved_model(model, export_dir: str, preprocess: pp.PreprocessConfig, 
                           else {"batch_norm_folded": False, "weights": "variables"}),
         "run_info": runinfo.collect(),
     }
+    if photos is not None:
+        metadata["signatures"][SIGNATURE_PHOTOS] = (
+            f"images: string [batch] photos -> boxes [batch, {photos.max_faces}, 4], scores, "
+            "landmarks [.., 5, 2], embeddings [.., D], num_faces [batch], main_face [batch] "
+            "(-1: none); rows past num_faces are zeros")
+        metadata["photos"] = photos.describe()
     for key, value in (extra_metadata or {}).items():
         if key in metadata:
             raise ValueError(f"extra_metadata key {key!r} clashes with a built-in metadata key")
@@ -149,10 +240,12 @@ def export_saved_model(model, export_dir: str, preprocess: pp.PreprocessConfig, 
     json.dumps(metadata)  # fail before writing anything if metadata is not JSON-serialisable
 
     export_dir = export_dir.rstrip("/")
-    module = _ExportModule(model, preprocess, metadata, optimize, xla_max_batch)
+    module = _ExportModule(model, preprocess, metadata, optimize, xla_max_batch, photos)
+    signatures = {SIGNATURE_BYTES: module.serve_bytes, SIGNATURE_PIXELS: module.embed}
+    if photos is not None:
+        signatures[SIGNATURE_PHOTOS] = module.detect_and_embed
     with io_utils.staged_dir(export_dir) as tmp:
-        tf.saved_model.save(module, tmp, signatures={
-            SIGNATURE_BYTES: module.serve_bytes, SIGNATURE_PIXELS: module.embed})
+        tf.saved_model.save(module, tmp, signatures=signatures)
         tf.io.gfile.makedirs(os.path.join(tmp, "assets.extra"))
         with tf.io.gfile.GFile(os.path.join(tmp, METADATA_FILE), "w") as f:
             f.write(json.dumps(metadata, indent=2, sort_keys=True) + "\n")

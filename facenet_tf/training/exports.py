@@ -7,7 +7,9 @@ import keras
 import tensorflow as tf
 
 from facenet_tf.data.preprocess import PreprocessConfig
-from facenet_tf.serving.exporter import export_saved_model
+from facenet_tf.detection.align import AlignConfig
+from facenet_tf.detection.detector import FaceDetector
+from facenet_tf.serving.exporter import PhotoSignature, export_saved_model
 from facenet_tf.training.run_dir import RunDir
 
 
@@ -23,22 +25,27 @@ class RunExports:
         self.metadata = dict(metadata)
 
     def export(self, export_dir: str, step: int, optimize: bool = True,
-               threshold: float | None = None) -> str:
+               threshold: float | None = None, photos: bool = True) -> str:
         """The current weights as a SavedModel at export_dir.
 
         optimize: serve the folded, frozen inference build; the step exports use False, so that
         triplets are mined with the training graph's own float rounding. threshold: the
-        recommended verification threshold written into the export's metadata.
+        recommended verification threshold written into the export's metadata. photos: also
+        serve detect_and_embed (MTCNN, margin-32 crops at the model's input size).
         """
         copy = keras.models.clone_model(self.embedder)
         copy.set_weights(self.embedder.get_weights())
+        signature = None
+        if photos:
+            signature = PhotoSignature(FaceDetector(),
+                                       AlignConfig(image_size=max(self.preprocess.image_size)))
         return export_saved_model(copy, export_dir, self.preprocess, step=step,
                                   threshold=threshold, extra_metadata=self.metadata,
-                                  optimize=optimize)
+                                  optimize=optimize, photos=signature)
 
     def at_step(self, step: int) -> str:
         """The export of the current weights (at `step`), made once."""
         path = self.run_dir.step_export(step)
         if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
-            self.export(path, step, optimize=False)
+            self.export(path, step, optimize=False, photos=False)
         return path
