@@ -72,3 +72,27 @@ def make_tiny_embedding_model(input_shape=(32, 32, 3), embedding_dim=8, seed=0):
 @pytest.fixture
 def tiny_embedding_model():
     return make_tiny_embedding_model()
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """A dask.distributed cluster of 2 worker processes (1 thread each) for Beam's DaskRunner,
+    whose workers import this checkout (they unpickle the jobs' DoFns by module name).
+
+    Yields a Client of it (its scheduler records the task stream from the start); the jobs
+    connect with --dask_client_address=dask_address(client). Skips if dask is not installed.
+    """
+    distributed = pytest.importorskip("dask.distributed")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", REPO_ROOT)
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      host="127.0.0.1", dashboard_address=":0") as cluster:
+            with distributed.Client(cluster) as client:
+                client.get_task_stream()  # starts recording
+                yield client
+
+
+def dask_address(client) -> str:
+    """HOST:PORT of the client's scheduler, as --dask_client_address takes it."""
+    return client.scheduler.address.removeprefix("tcp://")
+

@@ -21,15 +21,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from facenet_tf import io_utils, runinfo
+from facenet_tf import runinfo
 from facenet_tf.data import images, readers, records
 from facenet_tf.pipelines import beam_utils
-from facenet_tf.pipelines.options import pipeline_options as make_pipeline_options
+from facenet_tf.pipelines.options import pipeline_options as make_pipeline_options, runner_of
 
 DEFAULT_NUM_SHARDS = 8
 PROGRESS_EVERY = 1000
-_SUMMARY_NAME = "_summary.json"
-_SHARDS_NAME = "_shards.json"
 _NAMESPACE = "build_dataset"
 
 
@@ -89,8 +87,16 @@ class NormalizeFile(beam.DoFn):
         yield parts[0], parts[1], image
 
 
-def serialize_dataset_rows(rows, label_map):
-    """One shard's image records from (identity, file name, NormalizedImage) rows, by id."""
+def label_map_of(identities) -> dict:
+    """Labels: the sorted identity names numbered 0..n-1."""
+    return {name: i for i, name in enumerate(sorted(identities))}
+
+
+def serialize_dataset_rows(rows_and_labels):
+    """One shard's image records from ((identity, file name, NormalizedImage) rows,
+    [(identity, label), ...] of its identities), sorted by image id."""
+    rows, labels = rows_and_labels
+    label_map = dict(labels)
     for identity, file_name, image in sorted(rows, key=lambda r: f"{r[0]}/{r[1]}"):
         record = records.ImageRecord(
             encoded=image.encoded, format=image.format, label=label_map[identity],
@@ -100,62 +106,89 @@ def serialize_dataset_rows(rows, label_map):
         yield records.image_example(record).SerializeToString(deterministic=True)
 
 
-def _summary(_, label_map, per_identity, skipped, converted):
-    skipped = sorted(skipped, key=lambda s: s["path"])
-    return {
-        "label_map": label_map,
-        "images_per_identity": dict(sorted(per_identity)),
-        "num_images": sum(n for _, n in per_identity),
-        "num_identities": len(label_map),
-        "num_converted": converted,
-        "skipped": skipped,
-        "num_skipped": len(skipped),
-    }
+def input_patterns(input_dir: str) -> list:
+    """File patterns that together match every file under input_dir once: its top-level files
+    and each top-level folder's files at any depth (one pattern per identity folder, so the
+    work is spread over the job's workers from the start)."""
+    names = sorted(name.rstrip("/") for name in tf.io.gfile.listdir(input_dir))
+    return [FileSystems.join(_literal(input_dir), "*")] + [
+        FileSystems.join(_literal(input_dir), _literal(name), "**") for name in names]
+
+
+def _literal(text: str) -> str:
+    """text with Beam's file-pattern characters (* ? [) matched literally."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def _per_shard_labels(element, num_shards: int):
+    """(_, [(identity, (images, converted)) of every identity]) -> (shard, (identity, label))
+    for each identity."""
+    _, identity_counts = element
+    label_map = label_map_of(identity for identity, _ in identity_counts)
+    for identity, label in label_map.items():
+        yield shard_of(identity, num_shards), (identity, label)
+
+
+def _rows_and_labels(element):
+    shard, groups = element
+    return shard, (groups["rows"], groups["labels"])
+
+
+def _identity_row(identity_counts):
+    identity, (images, converted) = identity_counts
+    return {"identity": identity, "images": images, "converted": converted}
 
 
 def build_pipeline(pipeline: beam.Pipeline, input_dir: str, tmp_dir: str, num_shards: int):
-    """Adds the ingestion stages to `pipeline`; the summary lands in tmp_dir/_summary.json."""
-    files = (pipeline
-             | "MatchFiles" >> fileio.MatchFiles(FileSystems.join(input_dir, "**"))
-             | "Spread" >> beam.Reshuffle())
-    normalized = files | "Normalize" >> beam.ParDo(NormalizeFile(input_dir)).with_outputs(
-        NormalizeFile.SKIPPED, main="ok")
-    ok, skipped = normalized.ok, normalized[NormalizeFile.SKIPPED]
+    """Adds the ingestion stages to `pipeline`; its side results (shards written, images and
+    conversions per identity, skipped files) land in tmp_dir (beam_utils.read_side_results).
 
-    identities = ok | "Identity" >> beam.Map(lambda r: r[0])
-    label_map = (identities
-                 | "Distinct" >> beam.Distinct()
-                 | "AllIdentities" >> beam.combiners.ToList()
-                 | "Labels" >> beam.Map(lambda ids: {n: i for i, n in enumerate(sorted(ids))}))
-    per_identity = (identities
-                    | "CountPerIdentity" >> beam.combiners.Count.PerElement()
-                    | "PerIdentityList" >> beam.combiners.ToList())
-    converted = (ok
-                 | "Converted" >> beam.Filter(lambda r: r[2].converted)
-                 | "CountConverted" >> beam.combiners.Count.Globally())
+    Labels reach the shard writers by a join (each shard gets its identities' labels), so
+    every branch ends in the single final stage (see beam_utils' runner-neutral notes).
+    """
+    normalized = (pipeline
+                  | "Patterns" >> beam.Create(input_patterns(input_dir))
+                  | "MatchFiles" >> fileio.MatchAll()
+                  | "Spread" >> beam.Reshuffle()
+                  | "Normalize" >> beam_utils.ParDoWithOutputs(NormalizeFile(input_dir),
+                                                               NormalizeFile.SKIPPED))
+    ok, skipped = normalized[beam_utils.MAIN], normalized[NormalizeFile.SKIPPED]
 
-    (ok
-     | "KeyByShard" >> beam.Map(lambda r: (shard_of(r[0], num_shards), r))
-     | "GroupByShard" >> beam.GroupByKey()
-     | "WriteShards" >> beam.ParDo(
-         beam_utils.WriteShard(tmp_dir, records.IMAGE_SHARD_PREFIX, num_shards,
-                               serialize_dataset_rows),
-         beam.pvalue.AsSingleton(label_map))
-     | "ShardList" >> beam.combiners.ToList()
-     | "SortShardList" >> beam.Map(beam_utils.sorted_dicts)
-     | "SaveShardList" >> beam.Map(beam_utils.write_json,
-                                   FileSystems.join(tmp_dir, _SHARDS_NAME)))
+    per_identity = (ok
+                    | "ImageAndConversion" >> beam.Map(
+                        lambda r: (r[0], (1, int(r[2].converted))))
+                    | "CountPerIdentity" >> beam.CombinePerKey(
+                        beam.combiners.TupleCombineFn(sum, sum)))
+    labels = (per_identity
+              | "OneKey" >> beam.Map(lambda counts: (0, counts))
+              | "AllIdentities" >> beam.GroupByKey()
+              | "LabelsPerShard" >> beam.FlatMap(_per_shard_labels, num_shards))
+    rows = ok | "KeyByShard" >> beam.Map(lambda r: (shard_of(r[0], num_shards), r))
+    shards = ({"rows": rows, "labels": labels}
+              | "JoinLabels" >> beam.CoGroupByKey()
+              | "RowsAndLabels" >> beam.Map(_rows_and_labels)
+              | "WriteShards" >> beam.ParDo(beam_utils.WriteShard(
+                  tmp_dir, records.IMAGE_SHARD_PREFIX, num_shards, serialize_dataset_rows)))
+    ({"shards": shards,
+      "identities": per_identity | "IdentityRows" >> beam.Map(_identity_row),
+      "skipped": skipped}
+     | "SideResults" >> beam_utils.WriteSideResults(tmp_dir))
 
-    summary_path = FileSystems.join(tmp_dir, _SUMMARY_NAME)
-    (pipeline
-     | "SummarySeed" >> beam.Create([None])
-     | "Summarize" >> beam.Map(
-         _summary,
-         label_map=beam.pvalue.AsSingleton(label_map),
-         per_identity=beam.pvalue.AsSingleton(per_identity),
-         skipped=beam.pvalue.AsList(skipped),
-         converted=beam.pvalue.AsSingleton(converted))
-     | "WriteSummary" >> beam.Map(beam_utils.write_json, summary_path))
+
+def summarize(side_results: dict) -> dict:
+    """The manifest's summary fields from the pipeline's side results."""
+    identities = side_results["identities"]
+    skipped = sorted(side_results["skipped"], key=lambda s: s["path"])
+    return {
+        "label_map": label_map_of(row["identity"] for row in identities),
+        "images_per_identity": dict(sorted((row["identity"], row["images"])
+                                           for row in identities)),
+        "num_images": sum(row["images"] for row in identities),
+        "num_identities": len(identities),
+        "num_converted": sum(row["converted"] for row in identities),
+        "skipped": skipped,
+        "num_skipped": len(skipped),
+    }
 
 
 def build_dataset(input_dir: str, output_dir: str, num_shards: int = DEFAULT_NUM_SHARDS,
@@ -172,15 +205,16 @@ def build_dataset(input_dir: str, output_dir: str, num_shards: int = DEFAULT_NUM
     start = time.time()
     logging.info("build_dataset: reading %s into %s shards (staging in %s)",
                  input_dir, num_shards, tmp_dir)
-    pipeline = beam.Pipeline(options=make_pipeline_options(pipeline_options))
+    options = make_pipeline_options(pipeline_options)
+    pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, input_dir, tmp_dir, num_shards)
-    result = pipeline.run()
-    result.wait_until_finish()
+    result = beam_utils.run_to_completion(pipeline)
     counters = beam_utils.query_counters(result, _NAMESPACE)
     logging.info("build_dataset: pipeline finished in %.1f s; counters %s",
                  time.time() - start, counters)
 
-    summary = io_utils.read_json(os.path.join(tmp_dir, _SUMMARY_NAME))
+    side_results = beam_utils.read_side_results(tmp_dir)
+    summary = summarize(side_results)
     if summary["num_images"] == 0:
         tf.io.gfile.rmtree(tmp_dir)
         raise ValueError(f"input_dir {input_dir}: no usable image in any identity folder "
@@ -194,6 +228,7 @@ def build_dataset(input_dir: str, output_dir: str, num_shards: int = DEFAULT_NUM
             "source": input_dir,
             "num_shards": num_shards,
             "run_info": runinfo.collect(flags),
+            "beam_runner": runner_of(options),
             "beam_counters": counters,
             "shards": names,
             "shard_sizes": dict(zip(names, counts)),
@@ -201,10 +236,9 @@ def build_dataset(input_dir: str, output_dir: str, num_shards: int = DEFAULT_NUM
         }
 
     logging.info("build_dataset: publishing %d shards to %s", num_shards, output_dir)
-    written = io_utils.read_json(os.path.join(tmp_dir, _SHARDS_NAME))
-    manifest = beam_utils.publish(tmp_dir, output_dir,
-                                  {records.IMAGE_SHARD_PREFIX: (num_shards, written)},
-                                  make_manifest)
+    manifest = beam_utils.publish(
+        tmp_dir, output_dir,
+        {records.IMAGE_SHARD_PREFIX: (num_shards, side_results["shards"])}, make_manifest)
     logging.info("build_dataset: done in %.1f s", time.time() - start)
     return manifest
 

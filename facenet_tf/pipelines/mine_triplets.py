@@ -27,7 +27,7 @@ from facenet_tf.data import readers, records
 from facenet_tf.data.preprocess import PreprocessConfig
 from facenet_tf.pipelines import beam_utils
 from facenet_tf.pipelines import mining_transforms as mt
-from facenet_tf.pipelines.options import pipeline_options as make_pipeline_options
+from facenet_tf.pipelines.options import pipeline_options as make_pipeline_options, runner_of
 
 STRATEGIES = mining.STRATEGIES
 
@@ -100,8 +100,10 @@ def read_dataset(dataset_dir: str) -> dict:
     shards = readers.shard_paths(dataset_dir, manifest)
     if not shards:
         raise ValueError(f"{dataset_dir}/manifest.json: empty 'shards' list")
+    images_per_label = {int(label_map[name]): int(n) for name, n in counts.items()}
     return {"manifest": manifest, "shards": shards, "eligible_labels": eligible,
-            "num_images": num_images, "num_identities": len(label_map)}
+            "images_per_label": images_per_label, "num_images": num_images,
+            "num_identities": len(label_map)}
 
 
 def load_model_info(config: MiningConfig, shared_model: Shared) -> dict:
@@ -127,8 +129,13 @@ def load_model_info(config: MiningConfig, shared_model: Shared) -> dict:
 
 
 def build_pipeline(pipeline, config: MiningConfig, shard_paths, subsets, model_tag: str,
-                   preprocess_dict: dict, tmp_dir: str, shared_model: Shared | None = None):
-    """Adds the mining stages to `pipeline`; side results land as JSON files in tmp_dir."""
+                   preprocess_dict: dict, tmp_dir: str, expected_images: int,
+                   shared_model: Shared | None = None):
+    """Adds the mining stages to `pipeline`; its side results (the shards written, the
+    subsets' stats, bad records) land in tmp_dir (beam_utils.read_side_results).
+    expected_images: about how many images the generation embeds (sizes the embedding
+    batches' groups: mining_transforms.max_selected_images).
+    """
     label_to_subsets = {}
     for s, members in enumerate(subsets):
         for label in members:
@@ -138,8 +145,8 @@ def build_pipeline(pipeline, config: MiningConfig, shard_paths, subsets, model_t
     parsed = (pipeline
               | "ShardPaths" >> beam.Create(shard_paths)
               | "Read" >> beam.io.ReadAllFromTFRecord(with_filename=True)
-              | "Parse" >> beam.FlatMap(mt.parse_record).with_outputs(mt.BAD, main="records"))
-    recs = parsed.records
+              | "Parse" >> beam_utils.ParDoWithOutputs(mt.parse_record, mt.BAD))
+    recs = parsed[beam_utils.MAIN]
     main = (recs
             | "MainCandidates" >> beam.FlatMap(mt.main_candidates, label_to_subsets, seed)
             | "ImagesPerIdentity" >> beam.combiners.Top.SmallestPerKey(
@@ -157,41 +164,34 @@ def build_pipeline(pipeline, config: MiningConfig, shard_paths, subsets, model_t
     joined = ({"records": recs | "ById" >> beam.Map(lambda r: (r.image_id, r)),
                "main": main, "negatives": negatives}
               | "JoinSelection" >> beam.CoGroupByKey()
-              | "Selected" >> beam.FlatMap(mt.join_selection).with_outputs(
-                  mt.BAD, main="selected"))
-    embedded = (joined.selected
-                | "Batch" >> beam.BatchElements(min_batch_size=config.batch_size,
-                                                max_batch_size=config.batch_size)
-                | "Embed" >> beam.ParDo(mt.EmbedImages(
-                    config.model, preprocess_dict, config.batch_size,
-                    shared_model)).with_outputs(
-                    mt.BAD, main="embeddings"))
-    mined = (embedded.embeddings
+              | "Selected" >> beam_utils.ParDoWithOutputs(mt.join_selection, mt.BAD))
+    embedded = (joined[beam_utils.MAIN]
+                | "Batch" >> beam_utils.KeyedBatches(mt.selected_image_id, config.batch_size,
+                                                     expected_images)
+                | "Embed" >> beam_utils.ParDoWithOutputs(mt.EmbedImages(
+                    config.model, preprocess_dict, config.batch_size, shared_model), mt.BAD))
+    embeddings = embedded[beam_utils.MAIN]
+    mined = (embeddings
              | "BySubset" >> beam.FlatMap(mt.by_subset)
              | "GroupSubsets" >> beam.GroupByKey()
-             | "Mine" >> beam.ParDo(mt.MineSubset(
+             | "Mine" >> beam_utils.ParDoWithOutputs(mt.MineSubset(
                  config.strategy, config.alpha, seed, config.num_shards,
-                 config.strategy_options)).with_outputs(mt.STATS, main="triplets"))
-    shards = (mined.triplets
+                 config.strategy_options), mt.STATS))
+    shards = (mined[beam_utils.MAIN]
               | "GroupShards" >> beam.GroupByKey()
               | "WriteShards" >> beam.ParDo(beam_utils.WriteShard(
                   tmp_dir, records.TRIPLET_SHARD_PREFIX, config.num_shards,
                   functools.partial(mt.serialize_triplet_rows, model_tag, config.strategy,
                                     config.alpha, config.generation), mt.NAMESPACE)))
-    image_shards = (embedded.embeddings
+    image_shards = (embeddings
                     | "ByImageShard" >> beam.FlatMap(mt.by_image_shard, config.num_shards)
                     | "GroupImageShards" >> beam.GroupByKey()
                     | "WriteImageShards" >> beam.ParDo(beam_utils.WriteShard(
                         tmp_dir, records.IMAGE_SHARD_PREFIX, config.num_shards,
                         mt.serialize_image_records, mt.NAMESPACE)))
     bad = (parsed[mt.BAD], joined[mt.BAD], embedded[mt.BAD]) | "AllBad" >> beam.Flatten()
-    for name, pcoll in (("shards", shards), ("image_shards", image_shards),
-                        ("stats", mined[mt.STATS]), ("bad", bad)):
-        (pcoll
-         | f"Collect_{name}" >> beam.combiners.ToList()
-         | f"Sort_{name}" >> beam.Map(beam_utils.sorted_dicts)
-         | f"Save_{name}" >> beam.Map(beam_utils.write_json,
-                                      os.path.join(tmp_dir, f"{name}.json")))
+    ({"shards": shards, "image_shards": image_shards, "stats": mined[mt.STATS], "bad": bad}
+     | "SideResults" >> beam_utils.WriteSideResults(tmp_dir))
 
 
 def mine_triplets(config: MiningConfig, pipeline_options=None, run_info: dict | None = None):
@@ -224,20 +224,23 @@ def mine_triplets(config: MiningConfig, pipeline_options=None, run_info: dict | 
     tf.io.gfile.makedirs(config.output_dir)
     tmp_dir = os.path.join(config.output_dir, f".tmp-{uuid.uuid4().hex}")
     tf.io.gfile.makedirs(tmp_dir)
-    pipeline = beam.Pipeline(options=make_pipeline_options(pipeline_options))
+    options = make_pipeline_options(pipeline_options)
+    pipeline = beam.Pipeline(options=options)
+    expected_images = mt.max_selected_images(data["images_per_label"], subsets,
+                                             config.images_per_identity,
+                                             config.negatives_per_subset)
     build_pipeline(pipeline, config, data["shards"], subsets, model_tag, model["preprocess"],
-                   tmp_dir, shared_model)
+                   tmp_dir, expected_images, shared_model)
     log.info("mine_triplets: running the pipeline (read, sample, embed, mine, write)")
-    result = pipeline.run()
-    result.wait_until_finish()
+    result = beam_utils.run_to_completion(pipeline)
     del model["embedder"]
     counters = beam_utils.query_counters(result, mt.NAMESPACE)
     log.info("mine_triplets: pipeline done in %.1f s; counters %s", time.time() - started,
              counters)
 
-    stats = sorted(io_utils.read_json(os.path.join(tmp_dir, "stats.json")),
-                   key=lambda d: d["subset"])
-    bad = io_utils.read_json(os.path.join(tmp_dir, "bad.json"))
+    side_results = beam_utils.read_side_results(tmp_dir)
+    stats = sorted(side_results["stats"], key=lambda d: d["subset"])
+    bad = side_results["bad"]
     num_triplets = sum(d["triplets"] for d in stats)
     pairs = sum(d["anchor_positive_pairs"] for d in stats)
 
@@ -285,6 +288,7 @@ def mine_triplets(config: MiningConfig, pipeline_options=None, run_info: dict | 
             "image_shards": image_shard_names,
             "images_per_image_shard": image_counts,
             "num_images_stored": sum(image_counts),
+            "beam_runner": runner_of(options),
             "counters": counters,
             "elapsed_seconds": round(time.time() - started, 3),
             "run_info": run_info if run_info is not None else runinfo.collect(
@@ -292,10 +296,8 @@ def mine_triplets(config: MiningConfig, pipeline_options=None, run_info: dict | 
         }
 
     manifest = beam_utils.publish(tmp_dir, config.output_dir, {
-        records.TRIPLET_SHARD_PREFIX: (
-            config.num_shards, io_utils.read_json(os.path.join(tmp_dir, "shards.json"))),
-        records.IMAGE_SHARD_PREFIX: (
-            config.num_shards, io_utils.read_json(os.path.join(tmp_dir, "image_shards.json"))),
+        records.TRIPLET_SHARD_PREFIX: (config.num_shards, side_results["shards"]),
+        records.IMAGE_SHARD_PREFIX: (config.num_shards, side_results["image_shards"]),
     }, make_manifest)
     log.info("mine_triplets: generation %d complete: %d subsets, %d images, %d anchor-positive "
              "pairs (%.1f%% with a semi-hard negative), %d triplets, %d bad records -> %s",

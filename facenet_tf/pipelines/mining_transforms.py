@@ -5,6 +5,7 @@ worker processes and on remote runners. The pipeline itself is wired in
 facenet_tf.pipelines.mine_triplets.
 """
 
+import collections
 import functools
 import hashlib
 import os
@@ -120,6 +121,21 @@ def join_selection(element):
         yield recs[0], memberships
 
 
+def selected_image_id(item) -> str:
+    """The image id of a selected (ImageRecord, memberships) item (its embedding batch key)."""
+    return item[0].image_id
+
+
+def max_selected_images(images_per_label: dict, subsets, images_per_identity: int,
+                        negatives_per_subset: int) -> int:
+    """At most how many distinct images one generation embeds: per identity, its images or
+    images_per_identity per subset holding it, whichever is fewer, plus the negatives."""
+    uses = collections.Counter(label for members in subsets for label in members)
+    main = sum(min(images_per_label.get(label, 0), n * images_per_identity)
+               for label, n in uses.items())
+    return min(sum(images_per_label.values()), main + len(subsets) * negatives_per_subset)
+
+
 def main_memberships(element):
     """((subset, label), [(rank, image_id), ...]) -> (image_id, (subset, label)) each."""
     (subset, label), chosen = element
@@ -137,9 +153,9 @@ def negative_memberships(element):
 class EmbedImages(beam.DoFn):
     """Embeds batches of (ImageRecord, memberships); the model is loaded once per worker.
 
-    Each batch is decoded, preprocessed with the embedder's own preprocessing and embedded in
-    one TF call, always at the fixed batch size (padded with copies of its first image),
-    so an image's embedding does not depend on how Beam happened to batch it. A batch with an
+    Each batch (from beam_utils.KeyedBatches: the same batches on every runner) is decoded,
+    preprocessed with the embedder's own preprocessing and embedded in one TF call, always at
+    the fixed batch size (padded with copies of its first image). A batch with an
     undecodable image is redone image by image, and that image becomes a bad record.
     """
 
@@ -274,7 +290,6 @@ def _selection_function(strategy: str, alpha: float, option_items: tuple):
     return run
 
 
-@beam.typehints.with_output_types(tuple[int, list])  # main output (not the tagged stats)
 class MineSubset(beam.DoFn):
     """Mines one subset's triplets with facenet_tf.mining.select_triplets.
 

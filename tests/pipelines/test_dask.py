@@ -1,75 +1,46 @@
 """The Beam jobs on Beam's DaskRunner (a 2-process dask.distributed cluster on this machine)
-give the same shards, byte for byte, and the same manifest as in-process (FnApiRunner).
+write the same shards, byte for byte, and the same manifest as in-process (FnApiRunner).
 
-Each job runs through its command line, as a user would, once in-process and once on Dask.
-Today neither job completes on the DaskRunner of apache-beam 2.77; where a job dies with the
-known DaskRunner limitation the test xfails with the reason (see KNOWN_DASK_FAILURES), any
-other failure fails it, and once the job completes the outputs must match.
+The in-process run (a library call in this process) is the oracle; the Dask run goes through
+the job's command line with --runner=DaskRunner, as a user would run it, and the cluster's
+scheduler must have run the work.
 """
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
-from tests.conftest import REPO_ROOT, make_image_folder, make_tiny_embedding_model
-
-distributed = pytest.importorskip("dask.distributed")
+from facenet_tf.pipelines.build_dataset import build_dataset
+from facenet_tf.pipelines.mine_triplets import MiningConfig, mine_triplets
+from tests.conftest import REPO_ROOT, dask_address, make_tiny_embedding_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"  # no short name in Beam 2.77
-IMAGE_SIZE = 32  # the tiny model's input, so mining neither crops nor resizes
+ORL = os.path.join(REPO_ROOT, "facenet_tf", "datasets", "orl_faces", "images")
+IDENTITIES = [f"s{i}" for i in range(1, 13)]  # 12 of ORL's 40 identities, 10 faces each
+IMAGE_SIZE = 32  # the tiny model's input (ORL's 92x112 faces are resized to it)
 JOB_TIMEOUT_S = 900
 # Manifest fields that legitimately differ between two runs or runners: the command line,
-# wall time, and Beam's counters (DaskRunnerResult.metrics() raises NotImplementedError).
-RUN_SPECIFIC_FIELDS = {"run_info", "elapsed_seconds", "counters", "beam_counters"}
-
-# What kills each job on the DaskRunner today (the last line of its traceback, any of them),
-# and why. DaskRunner translates the pipeline into dask bags keyed by the PRODUCING transform,
-# so every output of a multi-output ParDo (.with_outputs) reaches every consumer, main and
-# tagged outputs mixed; it computes only the bag of the LAST transform applied (other leaf
-# branches never run), drops what a DoFn emits in finish_bundle (BatchElements' last partial
-# batch), and recomputes a side input's whole upstream inside every task that reads it.
-KNOWN_DASK_FAILURES = {
-    "build_dataset": (
-        # a skipped-file dict reaching r[0] / r[2] of the image tuples' consumers; the image
-        # tuples reaching the summary's sort of the skipped list by s["path"]
-        ("KeyError: 0", "KeyError: 2",
-         "TypeError: tuple indices must be integers or slices, not str"),
-        "DaskRunner mixes Normalize's main output (image tuples) and its 'skipped' tagged "
-        "output (dicts) into both consumers"),
-    "mine_triplets": (
-        # write_json sorting the 'bad' list by d.items(): an ImageRecord (Parse's main
-        # output) or a tuple (Selected's or Embed's) sorts first, by chance
-        ("AttributeError: 'tuple' object has no attribute 'items'",
-         "AttributeError: 'ImageRecord' object has no attribute 'items'"),
-        "DaskRunner feeds the main outputs of Parse/Selected/Embed into the 'bad' tagged "
-        "outputs too; once that is fixed, only Save_bad (the last transform applied) would "
-        "run and BatchElements would lose each bundle's last partial batch"),
-}
-DASK_TRACEBACK_MARK = "apache_beam/runners/dask/"
+# wall time, the runner and its counters (DaskRunnerResult.metrics() raises
+# NotImplementedError).
+RUN_SPECIFIC_FIELDS = {"run_info", "elapsed_seconds", "beam_runner", "counters", "beam_counters"}
 
 
-def run_job(module: str, args: list, runner_args=()) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-    return subprocess.run([sys.executable, "-m", module, *args, *runner_args], cwd=REPO_ROOT,
-                          env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
-
-
-def require_success(result: subprocess.CompletedProcess, job: str, on_dask: bool) -> None:
-    """Fails on any job error, except that the known DaskRunner failure xfails."""
-    if result.returncode == 0:
-        return
-    signatures, reason = KNOWN_DASK_FAILURES[job]
-    lines = result.stderr.strip().splitlines()
-    last = lines[-1] if lines else ""
-    if on_dask and DASK_TRACEBACK_MARK in result.stderr and last in signatures:
-        pytest.xfail(f"{job} on DaskRunner: {last} ({reason})")
-    pytest.fail(f"{job} ({'Dask' if on_dask else 'in-process'}) exited {result.returncode}:\n"
-                f"{result.stderr[-4000:]}")
+def run_job_on_dask(module: str, args: list, client) -> list:
+    """Runs `python -m module args` on the cluster; returns the tasks its scheduler ran."""
+    started = time.time()
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args, "--runner=DaskRunner",
+         f"--dask_client_address={dask_address(client)}", "--dask_npartitions=2"],
+        cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=REPO_ROOT), capture_output=True,
+        text=True, timeout=JOB_TIMEOUT_S)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return client.get_task_stream(start=started)
 
 
 def read_manifest(directory) -> dict:
@@ -93,61 +64,60 @@ def assert_same_outputs(in_process_dir, dask_dir, shard_lists):
                 assert f.read() == want, f"{name} differs between in-process and Dask"
 
 
-@pytest.fixture(scope="module")
-def dask_runner_args():
-    """Runner options for a LocalCluster of 2 worker processes (1 thread each) that import
-    this checkout (workers unpickle the jobs' DoFns by module name)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PYTHONPATH", REPO_ROOT)
-        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      host="127.0.0.1", dashboard_address=":0") as cluster:
-            address = cluster.scheduler_address.removeprefix("tcp://")
-            yield [f"--runner={DASK_RUNNER}", f"--dask_client_address={address}"]
+def assert_ran_on(tasks, client):
+    workers = set(client.scheduler_info()["workers"])
+    assert tasks, "the Dask scheduler ran no task"
+    assert {task["worker"] for task in tasks} <= workers
 
 
 @pytest.fixture(scope="module")
-def image_folder(tmp_path_factory):
-    """5 identities x 6 images (32x32 PNG) plus one file that is not an image."""
-    root = make_image_folder(tmp_path_factory.mktemp("faces") / "images", num_identities=5,
-                             images_per_identity=6, size=(IMAGE_SIZE, IMAGE_SIZE))
-    with open(os.path.join(root, "person_00", "notes.txt"), "w") as f:
+def faces(tmp_path_factory):
+    """12 identities of the bundled ORL faces plus a file that is not an image and one outside
+    any identity folder: both skipped."""
+    root = str(tmp_path_factory.mktemp("faces") / "images")
+    for name in IDENTITIES:
+        shutil.copytree(os.path.join(ORL, name), os.path.join(root, name))
+    with open(os.path.join(root, "s1", "notes.txt"), "w") as f:
         f.write("not an image\n")
+    with open(os.path.join(root, "README"), "w") as f:
+        f.write("not in an identity folder\n")
     return root
 
 
 @pytest.fixture(scope="module")
-def in_process_dataset(image_folder, tmp_path_factory):
+def in_process_dataset(faces, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("ds") / "in_process")
-    result = run_job("beam_jobs.build_dataset",
-                     ["--input_dir", image_folder, "--output_dir", out, "--num_shards", "3"])
-    require_success(result, "build_dataset", on_dask=False)
+    build_dataset(faces, out, num_shards=3)
     return out
 
 
-def test_build_dataset_on_dask_matches_in_process(image_folder, in_process_dataset,
-                                                  dask_runner_args, tmp_path):
+def test_build_dataset_on_dask_matches_in_process(faces, in_process_dataset, dask_cluster,
+                                                  tmp_path):
     out = str(tmp_path / "dask")
-    result = run_job("beam_jobs.build_dataset",
-                     ["--input_dir", image_folder, "--output_dir", out, "--num_shards", "3"],
-                     dask_runner_args)
-    require_success(result, "build_dataset", on_dask=True)
+    tasks = run_job_on_dask("beam_jobs.build_dataset",
+                            ["--input_dir", faces, "--output_dir", out, "--num_shards", "3"],
+                            dask_cluster)
+    assert_ran_on(tasks, dask_cluster)
     manifest = read_manifest(in_process_dataset)
-    assert manifest["num_images"] == 30 and manifest["num_skipped"] == 1
+    assert (manifest["num_images"], manifest["num_identities"]) == (120, 12)
+    assert sorted(os.path.basename(s["path"]) for s in manifest["skipped"]) == [
+        "README", "notes.txt"]
     assert_same_outputs(in_process_dataset, out, ["shards"])
 
 
-def test_mine_triplets_on_dask_matches_in_process(in_process_dataset, dask_runner_args,
-                                                  tmp_path):
+def test_mine_triplets_on_dask_matches_in_process(in_process_dataset, dask_cluster, tmp_path):
     model = str(tmp_path / "tiny.keras")
     make_tiny_embedding_model(input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3)).save(model)
-    # batch_size 4 does not divide a subset's 15 images: partial batches occur.
-    args = ["--dataset", in_process_dataset, "--model", model, "--identities_per_subset", "3",
-            "--images_per_identity", "5", "--num_subsets", "2", "--num_shards", "2",
-            "--batch_size", "4", "--alpha", "0.5"]
-    in_process, on_dask = str(tmp_path / "in_process"), str(tmp_path / "dask")
-    require_success(run_job("beam_jobs.mine_triplets", args + ["--output_dir", in_process]),
-                    "mine_triplets", on_dask=False)
-    assert read_manifest(in_process)["num_triplets"] > 0
-    require_success(run_job("beam_jobs.mine_triplets", args + ["--output_dir", on_dask],
-                            dask_runner_args), "mine_triplets", on_dask=True)
+    settings = dict(identities_per_subset=4, images_per_identity=5, num_subsets=4,
+                    negatives_per_subset=3, num_shards=3, batch_size=12, alpha=0.5, seed=5)
+    in_process = str(tmp_path / "in_process")
+    manifest = mine_triplets(MiningConfig(dataset=in_process_dataset, model=model,
+                                          output_dir=in_process, **settings))
+    assert manifest["num_triplets"] > 0 and manifest["num_subsets_mined"] == 4
+    on_dask = str(tmp_path / "dask")
+    args = ["--dataset", in_process_dataset, "--model", model, "--output_dir", on_dask]
+    for name, value in settings.items():
+        args += [f"--{name}", str(value)]
+    tasks = run_job_on_dask("beam_jobs.mine_triplets", args, dask_cluster)
+    assert_ran_on(tasks, dask_cluster)
     assert_same_outputs(in_process, on_dask, ["shards", "image_shards"])

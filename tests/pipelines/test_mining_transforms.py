@@ -102,3 +102,13 @@ def test_candidates_and_memberships():
     chosen = [(9, "b"), (1, "a")]
     assert list(mt.negative_memberships((3, chosen))) == [("a", (3, -1)), ("b", (3, -2))]
     assert list(mt.main_memberships(((3, 5), chosen))) == [("b", (3, 5)), ("a", (3, 5))]
+
+
+def test_max_selected_images_bounds_what_a_generation_embeds():
+    images_per_label = {0: 3, 1: 10, 2: 50, 3: 7}
+    # Label 0 in two subsets (its 3 images), 1 in one (5 of its 10), 2 in both (2 x 5 of 50);
+    # label 3 in none; 2 subsets x 4 negatives.
+    subsets = [[0, 1, 2], [0, 2]]
+    assert mt.max_selected_images(images_per_label, subsets, 5, 4) == 3 + 5 + 10 + 8
+    # Never more than the dataset holds.
+    assert mt.max_selected_images(images_per_label, subsets, 5, 100) == 70

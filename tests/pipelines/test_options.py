@@ -1,7 +1,9 @@
-"""beam_jobs.options: the jobs' runner default."""
+"""facenet_tf.pipelines.options: the jobs' runner default and the runners they name."""
 
+import importlib
 import logging
 
+import pytest
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from facenet_tf.pipelines import options
@@ -32,3 +34,13 @@ def test_a_default_run_never_tries_prism(tiny_dataset, tiny_model_path, tmp_path
             strategy="hard", num_subsets=1, batch_size=8))
     assert manifest["num_triplets"] > 0
     assert not [r for r in caplog.records if "prism" in r.getMessage().lower()]
+
+
+def test_dask_runner_by_its_short_name():
+    for given in (["--runner=DaskRunner"], PipelineOptions(["--runner=DaskRunner"])):
+        got = options.pipeline_options(given).view_as(StandardOptions).runner
+        assert got == "apache_beam.runners.dask.dask_runner.DaskRunner"
+    # The path names Beam's class (its module imports only with dask installed).
+    pytest.importorskip("dask.distributed")
+    module, _, name = options.RUNNER_PATHS["DaskRunner"].rpartition(".")
+    assert getattr(importlib.import_module(module), name).__name__ == "DaskRunner"
