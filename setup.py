@@ -62,8 +62,7 @@ CONSOLE_SCRIPTS = [
     "facenet-pretrained = facenet_tf.pretrained:run",
     "facenet-demo = facenet_tf.demo:run",
     "facenet-make-pairs = facenet_tf.make_pairs:run",
-    # Coming with the face-alignment job:
-    # "facenet-align = beam_jobs.align_faces:run",
+    "facenet-align = beam_jobs.align_faces:run",
 ]
 
 with open(os.path.join(HERE, "README.md")) as f:

@@ -29,6 +29,7 @@ COMMANDS = {
     "facenet-pretrained": ("facenet_tf.pretrained:run", "graph_path"),
     "facenet-demo": ("facenet_tf.demo:run", "heldout_identities"),
     "facenet-make-pairs": ("facenet_tf.make_pairs:run", "pairs_per_fold"),
+    "facenet-align": ("beam_jobs.align_faces:run", "margin"),
 }
 BIN_DIR = os.path.dirname(sys.executable)
 HELP_TIMEOUT_S = 300

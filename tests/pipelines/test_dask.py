@@ -121,3 +121,30 @@ def test_mine_triplets_on_dask_matches_in_process(in_process_dataset, dask_clust
     tasks = run_job_on_dask("beam_jobs.mine_triplets", args, dask_cluster)
     assert_ran_on(tasks, dask_cluster)
     assert_same_outputs(in_process, on_dask, ["shards", "image_shards"])
+
+
+def test_align_faces_on_dask_matches_in_process(faces, dask_cluster, tmp_path):
+    from facenet_tf.detection import AlignConfig
+    from facenet_tf.pipelines.align_faces import AlignJobConfig, align_faces
+    photos = str(tmp_path / "photos")
+    for name in IDENTITIES[:3]:
+        shutil.copytree(os.path.join(faces, name), os.path.join(photos, name))
+    in_process = str(tmp_path / "in_process")
+    manifest = align_faces(AlignJobConfig(photos, in_process, AlignConfig(image_size=64),
+                                          batch_size=8))
+    assert manifest["num_photos"] == 31 and manifest["unreadable"][0]["image"] == "s1/notes.txt"
+    on_dask = str(tmp_path / "dask")
+    tasks = run_job_on_dask("beam_jobs.align_faces",
+                            ["--input_dir", photos, "--output_dir", on_dask, "--image_size",
+                             "64", "--batch_size", "8"], dask_cluster)
+    assert_ran_on(tasks, dask_cluster)
+    expected, actual = read_manifest(in_process), read_manifest(on_dask)
+    for field in RUN_SPECIFIC_FIELDS:
+        expected.pop(field, None)
+        actual.pop(field, None)
+    assert actual == expected and expected["num_aligned"] > 0
+    for entry in expected["aligned"].values():
+        with open(os.path.join(in_process, "images", entry["output"]), "rb") as f:
+            want = f.read()
+        with open(os.path.join(on_dask, "images", entry["output"]), "rb") as f:
+            assert f.read() == want, entry["output"]
