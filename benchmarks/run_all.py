@@ -25,6 +25,7 @@ BENCHMARKS = {
     "trainer": "benchmarks.bench_trainer",
     "input_pipeline": "benchmarks.bench_input_pipeline",
     "pretrained": "benchmarks.bench_pretrained",
+    "detection": "benchmarks.bench_detection",
 }
 
 
