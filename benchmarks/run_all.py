@@ -26,6 +26,7 @@ BENCHMARKS = {
     "input_pipeline": "benchmarks.bench_input_pipeline",
     "pretrained": "benchmarks.bench_pretrained",
     "tflite": "benchmarks.bench_tflite",
+    "detection": "benchmarks.bench_detection",
 }
 
 

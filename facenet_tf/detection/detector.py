@@ -99,9 +99,11 @@ class FaceDetector(tf.Module):
 
     def __init__(self, min_face_size: float = 20.0, thresholds=(0.6, 0.7, 0.7),
                  scale_factor: float = 0.709, nms_thresholds=(0.5, 0.7, 0.7, 0.7),
-                 weights_dir: str | None = None, max_batch_pixels: int = 4_000_000):
+                 weights_dir: str | None = None, max_batch_pixels: int = 250_000):
         """weights_dir: folder with pnet.lz4, rnet.lz4, onet.lz4 (default: the installed mtcnn
-        package's). max_batch_pixels bounds how many pixels one cascade run stacks."""
+        package's). max_batch_pixels bounds how many pixels one cascade run stacks: small runs
+        keep the feature maps in cache (measured on 2 cores: 4 LFW images per run about 2x
+        the images/s of 64 per run)."""
         super().__init__(name="face_detector")
         self.config = cascade.CascadeConfig(min_face_size, tuple(thresholds), scale_factor,
                                             tuple(nms_thresholds))

@@ -1,0 +1,84 @@
+"""Face detection throughput: facenet_tf.detection.FaceDetector (batched) against the PyPI
+mtcnn package called one image at a time (`MTCNN().detect_faces(image)` in a loop, its usual
+use), on the same seeded sample of LFW images, in alternating rounds of the same run.
+
+Both run the same three networks with the same weights; the difference is batching (same-size
+images stacked, R-Net and O-Net over all candidates of a run at once) and one compiled graph
+per run instead of eager stages with NumPy in between.
+
+python -m benchmarks.bench_detection [--quick]
+"""
+
+import glob
+import os
+import sys
+import time
+
+import numpy as np
+from mtcnn import MTCNN
+from PIL import Image
+
+from benchmarks import common
+from facenet_tf.detection import FaceDetector
+
+SHARED_LFW = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))),
+                          os.pardir, "shared", "data", "lfw_dev", "images")
+TARGET_RATIO = 3.0
+
+
+def lfw_sample(n: int, seed: int = 0, root: str = SHARED_LFW) -> tuple:
+    """(paths, uint8 RGB images) of n LFW images drawn without replacement with `seed`."""
+    paths = sorted(glob.glob(os.path.join(root, "*", "*.jpg")))
+    if len(paths) < n:
+        raise FileNotFoundError(f"{root}: {len(paths)} LFW images, the benchmark needs {n}")
+    chosen = [paths[i] for i in np.random.RandomState(seed).choice(len(paths), n, replace=False)]
+    return chosen, [np.asarray(Image.open(p).convert("RGB")) for p in chosen]
+
+
+def alternating_rates(runners: dict, images: list, rounds: int, warmup: int = 4) -> dict:
+    """{name: [images/s per round]} of each runner(images), the runners taking turns within
+    every round so load drifts reach all alike. Each runner first gets `warmup` images once
+    (tracing, model building)."""
+    for run in runners.values():
+        run(images[:warmup])
+    rates = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(images)
+            rates[name].append(len(images) / (time.perf_counter() - start))
+    return rates
+
+
+def detection_runners() -> dict:
+    """The two ways of detecting faces in a list of images, each a callable(images)."""
+    package = MTCNN()
+    detector = FaceDetector()
+    return {"facenet_tf_batched": detector.detect,
+            "mtcnn_package_loop": lambda images: [package.detect_faces(i) for i in images]}
+
+
+def run(quick: bool) -> list:
+    n, rounds = (100, 1) if quick else (500, 2)
+    _, images = lfw_sample(n)
+    rates = alternating_rates(detection_runners(), images, rounds)
+    mine = float(np.mean(rates["facenet_tf_batched"]))
+    package = float(np.mean(rates["mtcnn_package_loop"]))
+    note = f"{n} LFW 250x250 images (seed 0), {rounds} alternating round(s)"
+    return [
+        {"benchmark": "detection", "metric": "mtcnn_package_loop_images_per_s",
+         "value": round(package, 2), "baseline": None, "ratio": None, "target": None,
+         "notes": note + "; MTCNN().detect_faces(image) per image"},
+        {"benchmark": "detection", "metric": "facenet_tf_batched_images_per_s",
+         "value": round(mine, 2), "baseline": round(package, 2),
+         "ratio": round(mine / package, 2), "target": f">= {TARGET_RATIO:g}x",
+         "notes": note + "; FaceDetector().detect(images), default max_batch_pixels"},
+    ]
+
+
+def main(argv=None):
+    return common.bench_main(run, __doc__, "100 images, one round", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
