@@ -49,15 +49,10 @@ def _define_flags():
     flags.mark_flags_as_required(["input_dir", "output_dir"])
 
 
-def _parse_flags(argv):
-    # Unknown flags are Beam pipeline options: they pass through to PipelineOptions unchanged.
-    return flags.FLAGS(argv, known_only=True)
-
-
 def run():
     """The `facenet-align` command."""
     _define_flags()
-    cli.run(main, __name__, flags_parser=_parse_flags)
+    cli.run(main, __name__, flags_parser=cli.beam_flags_parser)
 
 
 if __name__ == "__main__":

@@ -50,11 +50,6 @@ def _define_flags():
         flags.mark_flag_as_required(name)
 
 
-def _parse_flags(argv):
-    """absl parses the job's flags; everything else is left for Beam's PipelineOptions."""
-    return flags.FLAGS(argv, known_only=True)
-
-
 def main(argv):
     FLAGS = flags.FLAGS
     logging.getLogger().setLevel(logging.INFO)
@@ -80,7 +75,7 @@ def main(argv):
 def run():
     """The `facenet-mine` command."""
     _define_flags()
-    cli.run(main, __name__, flags_parser=_parse_flags)
+    cli.run(main, __name__, flags_parser=cli.beam_flags_parser)
 
 
 if __name__ == "__main__":

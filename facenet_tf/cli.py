@@ -45,6 +45,12 @@ def run(main, command_module: str, flags_parser=None) -> None:
         app.run(main, flags_parser=flags_parser)
 
 
+def beam_flags_parser(argv):
+    """For Beam jobs: absl parses the job's own flags and leaves every other argument (Beam's
+    pipeline options, e.g. --runner) to PipelineOptions, unchanged."""
+    return flags.FLAGS(argv, known_only=True)
+
+
 def _reporting_errors(main, program: str):
     @functools.wraps(main)
     def run_main(argv):
