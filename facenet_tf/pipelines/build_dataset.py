@@ -25,9 +25,9 @@ from facenet_tf import runinfo
 from facenet_tf.data import images, readers, records
 from facenet_tf.pipelines import beam_utils
 from facenet_tf.pipelines.options import pipeline_options as make_pipeline_options, runner_of
+from facenet_tf.progress import progress
 
 DEFAULT_NUM_SHARDS = 8
-PROGRESS_EVERY = 1000
 _NAMESPACE = "build_dataset"
 
 
@@ -52,15 +52,14 @@ class NormalizeFile(beam.DoFn):
         self._ok = Metrics.counter(_NAMESPACE, "images_ok")
         self._converted = Metrics.counter(_NAMESPACE, "images_converted")
         self._skipped = Metrics.counter(_NAMESPACE, "images_skipped")
-        self._seen = 0
-        self._start = time.time()
+        self._progress = progress(desc="ingesting", unit="files")
+
+    def teardown(self):
+        self._progress.close()
 
     def process(self, metadata):
         path = metadata.path
-        self._seen += 1
-        if self._seen % PROGRESS_EVERY == 0:
-            logging.info("build_dataset: this worker has read %d files (%.0f files/s)",
-                         self._seen, self._seen / max(time.time() - self._start, 1e-9))
+        self._progress.update(1)
         parts = _relative_parts(path, self._input_dir)
         if len(parts) != 2:
             self._skipped.inc()
