@@ -4,6 +4,9 @@
 PY := .venv/bin/python
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
+# Test modules are spread over this many pytest-xdist worker processes (a module stays on one
+# worker: its module fixtures are built once); 0 runs them in this process.
+TEST_WORKERS ?= 2
 
 # The lock: every transitive package of the pins in requirements/, with hashes, for the
 # machines the project runs on (CPython 3.11, x86_64 Linux, glibc >= 2.28), resolved by uv.
@@ -25,7 +28,7 @@ demo: venv
 	$(PY) -m facenet_tf.demo $(DEMO_ARGS)
 
 test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bazel-test: venv
 	bazel test //...

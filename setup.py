@@ -44,7 +44,7 @@ EXTRAS_REQUIRE = {
     # Beam's DaskRunner on a dask.distributed cluster (scripts/dask_cluster.py). Dask uses
     # calendar versions, so there is no major release to cap at; 2026.8.0 is the tested one.
     "dask": ["dask[distributed]>=2026.8.0"],
-    "test": ["pytest>=9.2,<10"],
+    "test": ["pytest>=9.2,<10", "pytest-xdist>=3.8,<4"],
     # GPU: no extra, since an extra cannot take tensorflow-cpu out and both builds share one
     # import folder. Install requirements/lock-gpu.txt (FACENET_TF_GPU=1 make venv) or
     # requirements/gpu.txt, then `pip install --no-deps -e .`.

@@ -1,10 +1,11 @@
 """The main job, end to end on one machine: ingest, mine offline with Beam, train, export, evaluate.
 
-    python -m facenet_tf.demo                      # bundled ORL faces, about 10 minutes on 2 cores
+    python -m facenet_tf.demo                      # bundled ORL faces, about 2 minutes on 2 cores
     python -m facenet_tf.demo --input_dir ../shared/data/lfw_dev/images --heldout_identities 100
     python -m facenet_tf.demo --model pretrained   # fine-tune the pretrained FaceNet weights
 
-Steps: split the identities into training and held-out sets (seeded); ingest the training
+Steps: for photos given with --input_dir, first detect and align each photo's face
+(beam_jobs.align_faces; the bundled ORL faces are crops already); split the identities into training and held-out sets (seeded); ingest the training
 identities with beam_jobs.build_dataset; generate LFW-format verification pairs on the held-out
 identities; export the untrained model (`--steps 0`) and evaluate it as the baseline; train with
 offline Beam mining (semi-hard, re-mined every `--remine_every_steps`) under MirroredStrategy;
@@ -24,6 +25,8 @@ from facenet_tf import cli, datasets, runinfo
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data.splits import split_identities
 from facenet_tf.evaluation.protocols import evaluate_model
+from facenet_tf.pipelines.align_faces import AlignJobConfig, align_faces
+from facenet_tf.pipelines.align_faces import format_summary as format_aligned
 from facenet_tf.pipelines.build_dataset import build_dataset
 
 FLAGS = flags.FLAGS
@@ -63,20 +66,31 @@ def main(argv):
     if FLAGS.input_dir is None:
         print(datasets.ORL_CREDIT)
 
-    stage(f"1/6 split identities of {input_dir}")
+    align = FLAGS.align if FLAGS.align is not None else FLAGS.input_dir is not None
+    total = 7 if align else 6
+    step = iter(range(1, total + 1))
+    if align:
+        stage(f"{next(step)}/{total} detect and align the faces of {input_dir} "
+              "(beam_jobs.align_faces, in-process)")
+        aligned = align_faces(AlignJobConfig(input_dir, os.path.join(work, "aligned")))
+        print(format_aligned(aligned))
+        input_dir = os.path.join(work, "aligned", aligned["images_dir"])
+
+    stage(f"{next(step)}/{total} split identities of {input_dir}")
     split_dir = os.path.join(work, "split")
     train_ids, heldout_ids = split_identities(
         input_dir, os.path.join(split_dir, "train"), os.path.join(split_dir, "heldout"),
         FLAGS.heldout_identities, FLAGS.seed)
     print(f"{len(train_ids)} training identities, {len(heldout_ids)} held out: {heldout_ids}")
 
-    stage("2/6 ingest the training identities (beam_jobs.build_dataset, in-process)")
+    stage(f"{next(step)}/{total} ingest the training identities (beam_jobs.build_dataset, "
+          "in-process)")
     dataset_dir = os.path.join(work, "dataset")
     manifest = build_dataset(os.path.join(split_dir, "train"), dataset_dir, num_shards=4)
     print(f"{manifest['num_images']} images of {manifest['num_identities']} identities, "
           f"{manifest['num_skipped']} skipped -> {dataset_dir}")
 
-    stage("3/6 verification pairs on the held-out identities")
+    stage(f"{next(step)}/{total} verification pairs on the held-out identities")
     heldout_root = os.path.join(split_dir, "heldout")
     pairs_path = os.path.join(work, "heldout_pairs.txt")
     # Identity-disjoint folds need 2+ identities each: 10 folds when there are 20 or more.
@@ -93,7 +107,8 @@ def main(argv):
     common = [f"--flagfile={flagfile}", f"--train_data={dataset_dir}", f"--model={FLAGS.model}",
               f"--seed={FLAGS.seed}"] + list(FLAGS.train_flag)
 
-    stage("4/6 baseline: the initial model (--steps 0), evaluated on the held-out pairs")
+    stage(f"{next(step)}/{total} baseline: the initial model (--steps 0), evaluated on the "
+          "held-out pairs")
     baseline_export = os.path.join(work, "export_untrained")
     run_trainer(common + [f"--model_dir={os.path.join(work, 'model_untrained')}", "--steps=0",
                           f"--export_dir={baseline_export}"],
@@ -102,13 +117,14 @@ def main(argv):
                             plots_dir=os.path.join(work, "plots_untrained"),
                             output_json=os.path.join(work, "eval_untrained.json"))
 
-    stage("5/6 train: offline semi-hard mining by Beam, MirroredStrategy, model.fit")
+    stage(f"{next(step)}/{total} train: offline semi-hard mining by Beam, MirroredStrategy, "
+          "model.fit")
     export_dir = os.path.join(work, "export")
     run_trainer(common + [f"--model_dir={model_dir}", f"--export_dir={export_dir}",
                           f"--eval_pairs={pairs_path}", f"--eval_images={heldout_root}"],
                 os.path.join(work, "train.log"))
 
-    stage("6/6 evaluate the exported SavedModel on the held-out pairs")
+    stage(f"{next(step)}/{total} evaluate the exported SavedModel on the held-out pairs")
     plots_dir = os.path.join(work, "plots")
     after = evaluate_model(export_dir, pairs_path, heldout_root, plots_dir=plots_dir,
                            output_json=os.path.join(work, "eval.json"))
@@ -160,6 +176,8 @@ def _define_flags():
     flags.DEFINE_multi_string("train_flag", [],
                               "Extra trainer flag, repeatable, e.g. --train_flag=--steps=400.")
     flags.DEFINE_integer("seed", 0, "Seed of the identity split, the pairs and training.")
+    flags.DEFINE_bool("align", None, "Detect and align the faces first (beam_jobs.align_faces): "
+                      "default for --input_dir photos; the bundled ORL faces are crops already.")
     flags.DEFINE_boolean("fresh", False, "Delete work_dir first (otherwise training resumes).")
 
 

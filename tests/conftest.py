@@ -74,7 +74,7 @@ def tiny_embedding_model():
     return make_tiny_embedding_model()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_cluster():
     """A dask.distributed cluster of 2 worker processes (1 thread each) for Beam's DaskRunner,
     whose workers import this checkout (they unpickle the jobs' DoFns by module name).
@@ -96,3 +96,13 @@ def dask_address(client) -> str:
     """HOST:PORT of the client's scheduler, as --dask_client_address takes it."""
     return client.scheduler.address.removeprefix("tcp://")
 
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules holding a slow test run first (in their usual order, then the rest): under
+    `pytest -n 2 --dist loadfile` (make test) the long modules then start early instead of
+    leaving one worker alone with them at the end."""
+    def module(item):
+        return item.nodeid.split("::")[0]
+    slow = {module(item) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: module(item) not in slow)

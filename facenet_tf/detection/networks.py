@@ -102,6 +102,17 @@ def _prelu(x, slope):
     return tf.where(x > 0, x, tf.reshape(slope, [-1]) * x)
 
 
+def _on_nonempty_batch(network, x):
+    """Runs `network` on crops x [n, s, s, 3] with one black crop appended, dropping its
+    outputs: TF 2.21's CPU Conv2D returns its INPUT unchanged for an empty batch on some CPUs
+    (seen on AVX-only AMD EPYC: [0, 24, 24, 3] in, [0, 24, 24, 3] out), which breaks the
+    layers after it when no candidate box survives."""
+    x = tf.convert_to_tensor(x, tf.float32)
+    n = tf.shape(x)[0]
+    padded = tf.concat([x, tf.zeros([1] + x.shape[1:].as_list(), x.dtype)], axis=0)
+    return tuple(output[:n] for output in network(padded))
+
+
 class MtcnnNetworks(tf.Module):
     """P-Net, R-Net and O-Net forward passes over the stored weights (held as variables)."""
 
@@ -137,14 +148,20 @@ class MtcnnNetworks(tf.Module):
 
     def rnet(self, x):
         """[n, 24, 24, 3] -> (offsets [n, 4], probabilities [n, 2])."""
+        return _on_nonempty_batch(self._rnet, x)
+
+    def onet(self, x):
+        """[n, 48, 48, 3] -> (offsets [n, 4], landmarks [n, 10] as x1..x5, y1..y5 fractions of
+        the crop, probabilities [n, 2])."""
+        return _on_nonempty_batch(self._onet, x)
+
+    def _rnet(self, x):
         x = tf.nn.max_pool2d(self._conv("rnet", "conv1", x), 3, 2, "SAME")
         x = tf.nn.max_pool2d(self._conv("rnet", "conv2", x), 3, 2, "VALID")
         x = self._flatten_dense_prelu("rnet", "fc4", self._conv("rnet", "conv3", x))
         return self._dense("rnet", "fc5_1", x), tf.nn.softmax(self._dense("rnet", "fc5_2", x))
 
-    def onet(self, x):
-        """[n, 48, 48, 3] -> (offsets [n, 4], landmarks [n, 10] as x1..x5, y1..y5 fractions of
-        the crop, probabilities [n, 2])."""
+    def _onet(self, x):
         x = tf.nn.max_pool2d(self._conv("onet", "conv1", x), 3, 2, "SAME")
         x = tf.nn.max_pool2d(self._conv("onet", "conv2", x), 3, 2, "VALID")
         x = tf.nn.max_pool2d(self._conv("onet", "conv3", x), 2, 2, "SAME")

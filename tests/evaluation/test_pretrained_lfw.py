@@ -1,13 +1,21 @@
-"""The converted pretrained CASIA-WebFace model on LFW View 1 training pairs (issue 8)."""
+"""The converted pretrained CASIA-WebFace model, served as exported, on LFW View 1 training
+pairs (pairsDevTrain) over the raw lfw_dev images, center-cropped (the export's default)."""
 
 import os
 
 import pytest
 
+from facenet_tf.data import pairs as pairs_lib
+
+# Every 4th matched and every 4th mismatched pair: 550 of the 2,200, to keep the test short.
+# The full file is measured by the README's command (97.0% center-cropped, 2026-12-01); the
+# shared environment note measured 97.1% on held-out LFW pairs with the same preprocessing.
+EVERY = 4
+
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_pretrained_model_reaches_94_percent_on_pairs_dev_train(lfw_dir, tmp_path):
+def test_pretrained_export_reaches_95_percent_on_pairs_dev_train(lfw_dir, tmp_path):
     from facenet_tf.evaluation import protocols
     from facenet_tf.models import pretrained
     from facenet_tf.serving import exporter
@@ -15,10 +23,16 @@ def test_pretrained_model_reaches_94_percent_on_pairs_dev_train(lfw_dir, tmp_pat
         model = pretrained.build_pretrained_model()
     except pretrained.PretrainedNotFoundError as e:
         pytest.skip(f"pretrained weights not available: {e}")
+    assert pretrained.PRETRAINED_PREPROCESS.standardization == "fixed"
+    every = pairs_lib.read_pairs(os.path.join(lfw_dir, "pairsDevTrain.txt"))
+    same = [p for p in every if p.issame][::EVERY]
+    different = [p for p in every if not p.issame][::EVERY]
+    pairs_path = str(tmp_path / "pairs.txt")
+    pairs_lib.write_pairs(pairs_path, same + different)
     path = exporter.export_saved_model(model, str(tmp_path / "pretrained"),
                                        pretrained.PRETRAINED_PREPROCESS)
-    r = protocols.evaluate_model(path, os.path.join(lfw_dir, "pairsDevTrain.txt"),
-                                  os.path.join(lfw_dir, "images"), batch_size=32)
-    assert r["num_pairs"] == 2200
-    assert r["accuracy_mean"] >= 0.94
+    r = protocols.evaluate_model(path, pairs_path, os.path.join(lfw_dir, "images"),
+                                 batch_size=32)
+    assert r["num_pairs"] == len(same) + len(different) == 550
+    assert r["accuracy_mean"] >= 0.95
     assert abs(r["int8_accuracy_mean"] - r["accuracy_mean"]) <= 0.005
