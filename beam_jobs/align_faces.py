@@ -18,7 +18,7 @@ from absl import flags
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from facenet_tf import cli, io_utils, runinfo
-from facenet_tf.detection.align import METHODS, AlignConfig
+from facenet_tf.detection.align import AlignConfig
 from facenet_tf.pipelines.align_faces import AlignJobConfig, align_faces, format_summary
 
 
@@ -40,10 +40,7 @@ def _define_flags():
     flags.DEFINE_string("output_dir", None, "Where images/ (the aligned crops) and "
                         "manifest.json are published.")
     flags.DEFINE_integer("image_size", 160, "Side of the square crops, in pixels.")
-    flags.DEFINE_float("margin", 32.0, "Pixels of the photo added around the face box, in "
-                       "total per axis (the reference recipe: 32 at 160).")
-    flags.DEFINE_enum("align_method", "margin", list(METHODS), "The box plus --margin, or a "
-                      "similarity transform of the 5 landmarks onto a template.")
+    cli.define_face_crop_flags()
     flags.DEFINE_float("min_face_size", 20.0, "Smallest face the detector looks for, in pixels.")
     flags.DEFINE_integer("batch_size", 32, "Photos per detector batch.")
     flags.mark_flags_as_required(["input_dir", "output_dir"])

@@ -8,6 +8,8 @@ import sys
 
 from absl import app, flags
 
+from facenet_tf.detection.align import METHODS, AlignConfig
+
 # Errors that mean "bad input" (a path, a file's contents, a flag's value): reported as one
 # line, exit status 1. FACENET_TF_TRACEBACK=1 shows the traceback instead.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
@@ -26,7 +28,7 @@ def run(main, command_module: str, flags_parser=None) -> None:
     """
     program = sys.argv[0]
     if command_module != "__main__":
-        for flag in flags.FLAGS.get_flags_for_module(command_module):
+        for flag in flags.FLAGS.get_key_flags_for_module(command_module):
             flags.FLAGS.register_key_flag_for_module(program, flag)
     args = sys.argv[1:]
     if any(arg in _SHORT_HELP for arg in args) or _FULL_HELP in args:
@@ -43,6 +45,22 @@ def run(main, command_module: str, flags_parser=None) -> None:
         app.run(main)
     else:
         app.run(main, flags_parser=flags_parser)
+
+
+def define_face_crop_flags(prefix: str = "Face crop") -> None:
+    """--align_method and --margin, for the commands that crop detected faces (defaults:
+    facenet_tf.detection.AlignConfig's, the reference recipe), listed in the --help of the
+    module that calls this."""
+    caller = sys._getframe(1).f_globals["__name__"]
+    # absl files the flags of the script being run under sys.argv[0], not "__main__".
+    caller = sys.argv[0] if caller == "__main__" else caller
+    flags.DEFINE_enum("align_method", AlignConfig.method, list(METHODS),
+                      f"{prefix}: the detector box plus --margin, or a similarity transform of "
+                      "the 5 landmarks onto a template.")
+    flags.DEFINE_float("margin", AlignConfig.margin, "Pixels of the photo added around each "
+                       "face box, in total per axis (the reference recipe: 32 at 160).")
+    for name in ("align_method", "margin"):
+        flags.FLAGS.register_key_flag_for_module(caller, flags.FLAGS[name])
 
 
 def beam_flags_parser(argv):

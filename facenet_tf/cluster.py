@@ -14,7 +14,6 @@ import json
 from absl import app, flags
 
 from facenet_tf import cli, io_utils, workflows
-from facenet_tf.detection.align import METHODS
 from facenet_tf.detection.detector import FaceDetector
 from facenet_tf.evaluation import batch_embed, clustering
 from facenet_tf.serving.loader import load_embedder
@@ -50,9 +49,7 @@ def _define_flags():
     flags.DEFINE_enum("linkage", "average", list(clustering.LINKAGES), "Agglomerative linkage.")
     flags.DEFINE_bool("detect_faces", True, "Cluster every face of each photo (MTCNN); "
                       "--nodetect_faces clusters the files whole.")
-    flags.DEFINE_enum("align_method", "margin", list(METHODS), "Face crop: the detector box "
-                      "plus --margin, or a similarity transform of the 5 landmarks.")
-    flags.DEFINE_float("margin", 32.0, "Pixels of the photo added around each face box.")
+    cli.define_face_crop_flags()
 
 
 def run():

@@ -12,7 +12,6 @@ import json
 from absl import app, flags
 
 from facenet_tf import cli, workflows
-from facenet_tf.detection.align import METHODS
 from facenet_tf.detection.detector import FaceDetector
 from facenet_tf.evaluation import batch_embed
 from facenet_tf.serving.loader import load_embedder
@@ -37,9 +36,7 @@ def _define_flags():
     flags.DEFINE_float("threshold", None, "Squared-L2 threshold (default: the model's).")
     flags.DEFINE_bool("detect_faces", True, "Compare the main face of each photo (MTCNN); "
                       "--nodetect_faces compares the files whole.")
-    flags.DEFINE_enum("align_method", "margin", list(METHODS), "Face crop: the detector box "
-                      "plus --margin, or a similarity transform of the 5 landmarks.")
-    flags.DEFINE_float("margin", 32.0, "Pixels of the photo added around each face box.")
+    cli.define_face_crop_flags()
 
 
 def run():

@@ -15,7 +15,6 @@ import tensorflow as tf
 from absl import flags, logging
 
 from facenet_tf import cli, workflows
-from facenet_tf.detection.align import METHODS
 from facenet_tf.detection.detector import FaceDetector
 from facenet_tf.evaluation import batch_embed
 from facenet_tf.serving.loader import load_embedder
@@ -48,9 +47,7 @@ def _define_flags():
     flags.DEFINE_string("output", None, "Output .npz file.", required=True)
     flags.DEFINE_bool("detect_faces", True, "Find and align the faces of each photo (MTCNN); "
                       "--nodetect_faces embeds each file whole.")
-    flags.DEFINE_enum("align_method", "margin", list(METHODS), "Face crop: the detector box "
-                      "plus --margin, or a similarity transform of the 5 landmarks.")
-    flags.DEFINE_float("margin", 32.0, "Pixels of the photo added around each face box.")
+    cli.define_face_crop_flags()
     flags.DEFINE_string("projector_dir", None, "Also write a TensorBoard projector log of the "
                         "faces here (tensorboard --logdir DIR).")
     flags.DEFINE_integer("batch_size", 64, "Faces per model call.")

@@ -17,7 +17,6 @@ from absl import flags
 from facenet_tf import cli
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data import preprocess as pp
-from facenet_tf.detection.align import METHODS
 from facenet_tf.detection.detector import FaceDetector
 from facenet_tf.evaluation import batch_embed
 from facenet_tf.evaluation.protocols import (evaluate_identity_folder, evaluate_model,
@@ -64,9 +63,7 @@ def _define_flags():
     flags.DEFINE_string("plots_dir", None, "Write roc.png and distance_histogram.png here.")
     flags.DEFINE_bool("align", False, "With --pairs: detect and align each image's main face "
                       "(MTCNN) before embedding it; for raw photos.")
-    flags.DEFINE_enum("align_method", "margin", list(METHODS), "With --align: the detector box "
-                      "plus --margin, or a similarity transform of the 5 landmarks.")
-    flags.DEFINE_float("margin", 32.0, "With --align: pixels of the image added around the box.")
+    cli.define_face_crop_flags("With --align, the face crop")
     flags.DEFINE_bool("flip", False, "Average each embedding with its mirror image's.")
     flags.DEFINE_bool("skip_missing", False, "Drop pairs whose images are missing.")
     flags.DEFINE_list("image_size", None, "height,width (default: the model's).")

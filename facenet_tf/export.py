@@ -14,7 +14,7 @@ from absl import flags, logging
 
 from facenet_tf import cli, runinfo
 from facenet_tf.data import preprocess as pp
-from facenet_tf.detection.align import METHODS, AlignConfig
+from facenet_tf.detection.align import AlignConfig
 from facenet_tf.detection.detector import FaceDetector
 from facenet_tf.serving.exporter import DEFAULT_MAX_FACES, PhotoSignature, export_saved_model
 from facenet_tf.serving.tflite import DEFAULT_NUM_CALIBRATION, export_tflite
@@ -74,10 +74,7 @@ def _define_flags():
                       "(--nodetect_and_embed: face crops only).")
     flags.DEFINE_integer("max_faces", DEFAULT_MAX_FACES, "detect_and_embed returns at most "
                          "this many faces per photo (highest detector scores).")
-    flags.DEFINE_enum("align_method", "margin", list(METHODS), "detect_and_embed's face crop: "
-                      "the detector box plus --margin, or a similarity transform of the "
-                      "landmarks.")
-    flags.DEFINE_float("margin", 32.0, "Pixels of the photo added around each face box.")
+    cli.define_face_crop_flags("detect_and_embed's face crop")
     flags.DEFINE_string("tflite_dir", None, "Directory to write model_float32.tflite and, with "
                         "--calibration_data, model_int8.tflite, with their metadata JSON.")
     flags.DEFINE_string("calibration_data", None, "Representative training images for the int8 "
