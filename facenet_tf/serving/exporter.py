@@ -254,10 +254,12 @@ def export_saved_model(model, export_dir: str, preprocess: pp.PreprocessConfig, 
 
 def export_pretrained(export_dir: str, trainable_bn: bool = False,
                       graph_path: str | None = None, wheel_path: str | None = None,
-                      graph_def=None) -> dict:
+                      graph_def=None,
+                      threshold: float | None = pretrained.ALIGNED_FACE_THRESHOLD) -> dict:
     """The pretrained FaceNet model (facenet_tf.models.pretrained) as export_dir/model.keras
     (to fine-tune) and export_dir/saved_model/ (to serve, also whole photos through
-    detect_and_embed); manifest.json is written last."""
+    detect_and_embed, with the recommended threshold for aligned faces); manifest.json is
+    written last."""
     model = pretrained.build_pretrained_model(trainable_bn, graph_path, wheel_path,
                                               graph_def=graph_def)
     tf.io.gfile.makedirs(export_dir)
@@ -266,7 +268,8 @@ def export_pretrained(export_dir: str, trainable_bn: bool = False,
     photos = PhotoSignature(FaceDetector(), AlignConfig(
         image_size=max(pretrained.PRETRAINED_PREPROCESS.image_size)))
     export_saved_model(model, os.path.join(export_dir, "saved_model"),
-                       pretrained.PRETRAINED_PREPROCESS, extra_metadata=metadata, photos=photos)
+                       pretrained.PRETRAINED_PREPROCESS, threshold=threshold,
+                       extra_metadata=metadata, photos=photos)
     manifest = {**metadata, "embedding_dim": pretrained.EMBEDDING_DIM,
                 "keras_model": "model.keras", "saved_model": "saved_model",
                 "preprocess": pretrained.PRETRAINED_PREPROCESS.to_dict(),

@@ -127,6 +127,23 @@ def test_generate_pairs_identity_subset_and_infeasible(tmp_path):
         P.generate_pairs(root, num_folds=6)
 
 
+def test_generated_pairs_of_lfw_named_crops_with_gaps_resolve_to_their_files(tmp_path):
+    # An aligned LFW tree: PNG crops, and the photos without a face are missing.
+    numbers = {"Ann_Lee": [1, 3, 4, 7], "Bo_Li": [2, 5], "Cy_Ng": [1, 2, 3]}
+    for name, present in numbers.items():
+        os.makedirs(tmp_path / name)
+        for i in present:
+            (tmp_path / name / f"{name}_{i:04d}.png").write_bytes(b"png")
+    pairs = P.generate_pairs(str(tmp_path), num_folds=1, pairs_per_fold=4, seed=0)
+    resolver = P.ImageResolver(str(tmp_path))  # ext "jpg" and naming "auto", the defaults
+    for p in pairs:
+        for name, index in ((p.name1, p.idx1), (p.name2, p.idx2)):
+            assert index in numbers[name]
+            assert resolver.path(name, index) == str(tmp_path / name / f"{name}_{index:04d}.png")
+        if p.issame:
+            assert p.idx1 != p.idx2
+
+
 @pytest.mark.integration
 def test_lfw_dev_pairs_resolve_to_existing_images(lfw_dir):
     pairs = P.read_pairs(os.path.join(lfw_dir, "pairsDevTrain.txt"))
