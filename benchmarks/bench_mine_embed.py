@@ -100,6 +100,7 @@ MODELS = (("nn4", (96, 96)), ("inception_resnet_v1", (160, 160)))
 def _measure(arch, size, dataset, source, tmp) -> dict:
     import keras
     import tensorflow as tf
+    from facenet_tf.pipelines import beam_utils
     from facenet_tf.pipelines import mining_transforms as mt
     from facenet_tf.pipelines.mine_triplets import MiningConfig, mine_triplets
     from facenet_tf.data.preprocess import PreprocessConfig
@@ -128,7 +129,7 @@ def _measure(arch, size, dataset, source, tmp) -> dict:
     bare_rate = len(pixels) / bare_seconds
     keras_rate = len(pixels) / keras_seconds
     phases = {name: counters.get(name, 0) / 1000 for name in (mt.EMBED_MS, mt.MINE_MS,
-                                                              mt.WRITE_MS)}
+                                                              beam_utils.WRITE_MS)}
     other = job_seconds - sum(phases.values())
     phase_text = ", ".join(f"{k[:-3]} {v:.1f} s" for k, v in phases.items())
     phase_text = phase_text.replace("embed", "decode + embed", 1)

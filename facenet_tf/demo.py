@@ -5,8 +5,9 @@
     python -m facenet_tf.demo --model pretrained   # fine-tune the pretrained FaceNet weights
 
 Steps: for photos given with --input_dir, first detect and align each photo's face
-(beam_jobs.align_faces; the bundled ORL faces are crops already); split the identities into training and held-out sets (seeded); ingest the training
-identities with beam_jobs.build_dataset; generate LFW-format verification pairs on the held-out
+(beam_jobs.align_faces; the bundled ORL faces are crops already); split the identities into
+training and held-out sets (seeded); ingest the training identities with
+beam_jobs.build_dataset; generate LFW-format verification pairs on the held-out
 identities; export the untrained model (`--steps 0`) and evaluate it as the baseline; train with
 offline Beam mining (semi-hard, re-mined every `--remine_every_steps`) under MirroredStrategy;
 evaluate the exported SavedModel; print a report.

@@ -95,5 +95,6 @@ def _compiled_align(config: AlignConfig):
 
 
 def encode_png(crop: np.ndarray) -> bytes:
-    """An aligned crop as PNG bytes (lossless, so re-runs give the same bytes)."""
-    return tf.io.encode_png(np.asarray(crop, np.uint8)).numpy()
+    """An aligned crop as PNG bytes (lossless, so re-runs give the same bytes). zlib level 1:
+    1.5 ms a 160x160 crop against 7.7 ms at the default level 6, for files 8% larger."""
+    return tf.io.encode_png(np.asarray(crop, np.uint8), compression=1).numpy()
