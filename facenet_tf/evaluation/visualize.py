@@ -109,8 +109,9 @@ def contact_sheet(path: str, rows, thumbnail_size: int = THUMBNAIL_SIZE,
                   per_row: int = 12) -> str:
     """A PNG with one row per cluster: its title, then up to `per_row` of its thumbnails
     (and "+k" for the rest). rows: [(title, [uint8 [s, s, 3] thumbnails])]."""
-    label_width, gap = 150, 4
-    width = label_width + per_row * (thumbnail_size + gap)
+    label_width, gap = 110, 4
+    longest = max([min(len(thumbs), per_row) for _, thumbs in rows] or [1])
+    width = label_width + max(1, longest) * (thumbnail_size + gap)
     height = max(1, len(rows)) * (thumbnail_size + gap)
     sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
