@@ -26,12 +26,13 @@ import tensorflow as tf
 from absl import app, flags
 from PIL import Image
 
-from facenet_tf import io_utils, pretrained, runinfo
+from facenet_tf import io_utils, runinfo
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data import preprocess
 from facenet_tf.detection import AlignConfig, FaceDetector, align_faces, main_face
 from facenet_tf.evaluation import verification
 from facenet_tf.models.inference import inference_function
+from facenet_tf.models.pretrained import build_pretrained_model
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 LFW_DEV = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "lfw_dev")
@@ -197,7 +198,7 @@ def main(argv):
     f = flags.FLAGS
     eval_pairs = limited(pairs_lib.read_pairs(f.pairs), f.limit_pairs)
     detector = FaceDetector()
-    model = pretrained.build_pretrained_model()
+    model = build_pretrained_model()
     embed = inference_function(model)
     result = {"pairs_file": f.pairs, "standardization": "fixed", "folds": f"seeded 10-fold "
               f"(seed {f.seed})", "center_crop": CENTER.to_dict(), "run_info": runinfo.collect(

@@ -327,3 +327,32 @@ def test_int8_keeps_the_nearest_neighbour_of_trained_nns2(tmp_path):
     identity = np.array([os.path.basename(os.path.dirname(p)) for p in paths])
     assert np.mean(identity[nn_float] == identity) >= 0.9  # the embeddings mean something
     assert np.mean(nn_int8 == nn_float) >= 0.95
+
+
+def _readme_interpreter_snippet():
+    """The Python block of the README's "On a phone" section, as a user would copy it."""
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")) as f:
+        readme = f.read()
+    section = readme[readme.index("## On a phone"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_interpreter_snippet_runs_and_matches_the_loader(tmp_path, monkeypatch, capsys):
+    """The README's snippet, run on an export of ours: its distance equals the one from
+    load_tflite_embedder on the same two images (given at the input size, so that Pillow's
+    resize is the identity and no resampling difference enters)."""
+    cfg = pp.PreprocessConfig(image_size=(32, 32), crop_fraction=1.0, standardization="fixed")
+    out = tmp_path / "runs" / "orl" / "tflite"
+    folder = make_image_folder(str(tmp_path / "faces"), size=(40, 36))
+    tflite.export_tflite(make_tiny_embedding_model(), str(out), cfg, calibration_images=folder,
+                         num_calibration=10, threshold=0.9, seed=3)
+    faces = {name: _png(seed, (32, 32)) for seed, name in enumerate(["face_a.png", "face_b.png"])}
+    for name, data in faces.items():
+        (tmp_path / name).write_bytes(data)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(_readme_interpreter_snippet(), "README.md", "exec"), {})
+    verdict, printed = capsys.readouterr().out.split()
+    emb = load_tflite_embedder(str(out / tflite.INT8_FILE)).embed_encoded(list(faces.values()))
+    expected = float(np.sum((emb[0] - emb[1]) ** 2))
+    assert abs(float(printed) - expected) < 1e-4
+    assert verdict == ("same" if expected <= 0.9 else "different")
