@@ -105,11 +105,15 @@ def write_projector(log_dir: str, embeddings, metadata: dict, thumbnails=None) -
     return written
 
 
+# Pixels left of a contact sheet's thumbnails, for the row titles.
+CONTACT_LABEL_WIDTH = 110
+
+
 def contact_sheet(path: str, rows, thumbnail_size: int = THUMBNAIL_SIZE,
                   per_row: int = 12) -> str:
     """A PNG with one row per cluster: its title, then up to `per_row` of its thumbnails
     (and "+k" for the rest). rows: [(title, [uint8 [s, s, 3] thumbnails])]."""
-    label_width, gap = 110, 4
+    label_width, gap = CONTACT_LABEL_WIDTH, 4
     longest = max([min(len(thumbs), per_row) for _, thumbs in rows] or [1])
     width = label_width + max(1, longest) * (thumbnail_size + gap)
     height = max(1, len(rows)) * (thumbnail_size + gap)

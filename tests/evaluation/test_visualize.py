@@ -51,10 +51,15 @@ def test_contact_sheet_has_one_row_per_cluster(tmp_path):
                                    per_row=12)
     sheet = np.asarray(Image.open(path).convert("RGB"))
     assert sheet.shape[0] == 2 * (64 + 4)
-    # Row 1, third thumbnail: x = 150 + 2 * (64 + 4).
-    np.testing.assert_array_equal(sheet[68:68 + 64, 150 + 136:150 + 136 + 64], rows[1][1][2])
-    # Only 12 of cluster 1's 15 faces are drawn.
-    assert not (sheet[68:132, 150 + 12 * 68:] != 255).any()
+    left = visualize.CONTACT_LABEL_WIDTH
+    # Row 1, third thumbnail: x = left + 2 * (64 + 4).
+    np.testing.assert_array_equal(sheet[68:68 + 64, left + 136:left + 136 + 64], rows[1][1][2])
+    # Only 12 of cluster 1's 15 faces are drawn: the sheet is 12 slots wide, the last filled.
+    assert sheet.shape[1] == left + 12 * 68
+    np.testing.assert_array_equal(sheet[68:132, left + 11 * 68:left + 11 * 68 + 64],
+                                  rows[1][1][11])
+    # Row 0 has 3 faces: white after its third slot.
+    assert not (sheet[0:64, left + 3 * 68:] != 255).any()
 
 
 def test_thumbnail_keeps_the_aspect_ratio_on_black():
