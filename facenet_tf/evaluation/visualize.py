@@ -114,7 +114,7 @@ def contact_sheet(path: str, rows, thumbnail_size: int = THUMBNAIL_SIZE,
     """A PNG with one row per cluster: its title, then up to `per_row` of its thumbnails
     (and "+k" for the rest). rows: [(title, [uint8 [s, s, 3] thumbnails])]."""
     label_width, gap = CONTACT_LABEL_WIDTH, 4
-    longest = max([min(len(thumbs), per_row) for _, thumbs in rows] or [1])
+    longest = max((min(len(thumbs), per_row) for _, thumbs in rows), default=0)
     width = label_width + max(1, longest) * (thumbnail_size + gap)
     height = max(1, len(rows)) * (thumbnail_size + gap)
     sheet = Image.new("RGB", (width, height), "white")

@@ -21,7 +21,7 @@ from facenet_tf.serving.loader import load_embedder, load_tflite_embedder
 from facenet_tf.training import loop
 from facenet_tf.training.config import TrainConfig
 from facenet_tf.training.restore import restore_embedder
-from tests.conftest import make_image_folder, make_tiny_embedding_model
+from tests.conftest import REPO_ROOT, make_image_folder, make_tiny_embedding_model
 
 CFG = pp.PreprocessConfig(image_size=(32, 32), crop_fraction=0.8, standardization="fixed")
 
@@ -331,7 +331,7 @@ def test_int8_keeps_the_nearest_neighbour_of_trained_nns2(tmp_path):
 
 def _readme_interpreter_snippet():
     """The Python block of the README's "On a phone" section, as a user would copy it."""
-    with open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")) as f:
+    with open(os.path.join(REPO_ROOT, "README.md")) as f:
         readme = f.read()
     section = readme[readme.index("## On a phone"):]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
