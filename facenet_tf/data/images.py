@@ -39,8 +39,8 @@ class NormalizedImage:
     source_mode: str    # Pillow mode of the original, e.g. "L", "CMYK", "I;16"
 
 
-def normalize_image(data: bytes) -> NormalizedImage:
-    """Validates encoded image bytes and returns them as TF-decodable RGB (see module doc)."""
+def _open_decoded(data: bytes) -> Image.Image:
+    """The Pillow image of encoded bytes, every pixel decoded; BadImageError otherwise."""
     if not data:
         raise BadImageError("empty file")
     try:
@@ -63,6 +63,13 @@ def normalize_image(data: bytes) -> NormalizedImage:
         raise BadImageError(f"image has no pixels ({width}x{height})")
     if width * height > MAX_PIXELS:
         raise BadImageError(f"image too large ({width}x{height})")
+    return image
+
+
+def normalize_image(data: bytes) -> NormalizedImage:
+    """Validates encoded image bytes and returns them as TF-decodable RGB (see module doc)."""
+    image = _open_decoded(data)
+    width, height = image.size
     source_format = image.format or "unknown"
     source_mode = image.mode
     orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
@@ -77,6 +84,16 @@ def normalize_image(data: bytes) -> NormalizedImage:
     rgb.save(out, format="PNG")
     return NormalizedImage(out.getvalue(), "png", rgb.height, rgb.width, True,
                            source_format, source_mode)
+
+
+def decode_rgb(data: bytes) -> np.ndarray:
+    """uint8 [H, W, 3] RGB pixels of encoded image bytes by the rules of normalize_image (EXIF
+    rotation applied, first frame, alpha dropped, 16-bit scaled), decoding them once."""
+    image = _open_decoded(data)
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    if orientation not in (1, None):
+        image = ImageOps.exif_transpose(image)
+    return np.asarray(_to_rgb(image))
 
 
 def _png_bit_depth(data: bytes) -> int:

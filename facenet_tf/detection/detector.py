@@ -3,7 +3,8 @@
 Images of the same size are stacked and run through the cascade together (at most
 max_batch_pixels pixels per run), so R-Net and O-Net see the candidates of all images of a
 run in one batch. The cascade is one tf.function over uint8 [B, H, W, 3] with unknown B, H and
-W (traced once), which is also what a SavedModel signature can hold.
+W (traced once, without autograph: its loops are explicit tf.while_loop/tf.cond, and autograph's
+conversion tripled the trace time), which is also what a SavedModel signature can hold.
 """
 
 import collections
@@ -112,7 +113,7 @@ class FaceDetector(tf.Module):
         self.max_batch_pixels = int(max_batch_pixels)
         self.networks = networks.MtcnnNetworks(weights_dir)
 
-    @tf.function(input_signature=[IMAGE_SPEC])
+    @tf.function(input_signature=[IMAGE_SPEC], autograph=False)
     def detect_batch(self, images):
         """uint8 [B, H, W, 3] (RGB, one size) -> every face of the batch, flat: {"image_index":
         int32 [n], "boxes": [n, 4], "scores": [n], "landmarks": [n, 5, 2]}, each image's faces
@@ -123,11 +124,19 @@ class FaceDetector(tf.Module):
     def detect(self, images: typing.Sequence[np.ndarray]) -> list:
         """One FaceDetections per image. Images: uint8 RGB [H, W, 3] of any sizes; greyscale
         [H, W] or [H, W, 1] is repeated to 3 channels here."""
+        found = [None] * len(images)
+        for index, detections in self.detect_runs(images):
+            found[index] = detections
+        return found
+
+    def detect_runs(self, images: typing.Sequence[np.ndarray]):
+        """(index into images, FaceDetections) pairs as each cascade run finishes (images of
+        one size together, in input order within a size), so a caller can align and write
+        the faces of one run while the next is detected."""
         rgb = [as_rgb(image, i) for i, image in enumerate(images)]
         by_size = collections.defaultdict(list)
         for i, image in enumerate(rgb):
             by_size[image.shape[:2]].append(i)
-        found = [None] * len(rgb)
         for (height, width), members in by_size.items():
             per_run = max(1, self.max_batch_pixels // max(height * width, 1))
             for start in range(0, len(members), per_run):
@@ -137,5 +146,4 @@ class FaceDetector(tf.Module):
                                                          for name in OUTPUT_NAMES)
                 for k, i in enumerate(run):
                     mine = image_index == k
-                    found[i] = FaceDetections.sorted(boxes[mine], scores[mine], landmarks[mine])
-        return found
+                    yield i, FaceDetections.sorted(boxes[mine], scores[mine], landmarks[mine])

@@ -4,11 +4,9 @@ cluster)."""
 
 import dataclasses
 import functools
-import io
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
 from facenet_tf.data import images as image_utils
 from facenet_tf.detection.align import AlignConfig, align_faces
@@ -40,9 +38,66 @@ class PhotoFaces:
 def decode_photo(encoded: bytes) -> np.ndarray:
     """uint8 [H, W, 3] RGB pixels of any image Pillow reads (EXIF rotation applied, first
     frame of an animation); BadImageError with the reason otherwise."""
-    normalized = image_utils.normalize_image(encoded)
-    with Image.open(io.BytesIO(normalized.encoded)) as picture:
-        return np.asarray(picture.convert("RGB"))
+    return image_utils.decode_rgb(encoded)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DetectedPhoto:
+    """One photo after detection, before alignment: its position in the input list, its
+    name, its uint8 RGB pixels and detections, or why it could not be read."""
+    index: int
+    name: str
+    pixels: np.ndarray | None = None
+    detections: FaceDetections | None = None
+    error: str | None = None
+
+
+def _decoded(photo):
+    """uint8 pixels of an encoded photo (or of an array as given), or the reason it fails."""
+    if not isinstance(photo, (bytes, bytearray)):
+        return np.asarray(photo)
+    try:
+        return decode_photo(bytes(photo))
+    except image_utils.BadImageError as e:
+        return f"unreadable image: {e}"
+
+
+def iter_detections(detector: FaceDetector, photos, names=None, map_fn=map):
+    """A DetectedPhoto per photo (encoded bytes, or uint8 arrays): unreadable ones first, then
+    the others as each detector run finishes (FaceDetector.detect_runs), so a caller can align
+    and write one run's faces while the next is detected. map_fn decodes the photos (an
+    executor's map decodes them on its threads)."""
+    names = list(names) if names is not None else [f"image {i}" for i in range(len(photos))]
+    decoded = list(map_fn(_decoded, photos))
+    order = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
+    for i, d in enumerate(decoded):
+        if isinstance(d, str):
+            yield DetectedPhoto(i, names[i], error=d)
+    if order:
+        for j, detections in detector.detect_runs([decoded[i] for i in order]):
+            i = order[j]
+            yield DetectedPhoto(i, names[i], decoded[i], detections)
+
+
+def align_detected(photo: DetectedPhoto, config: AlignConfig, keep: str = "all") -> PhotoFaces:
+    """The PhotoFaces of a detected photo: keep="main" aligns only its main face (the dataset
+    rule of facenet_tf.detection.main_face), "all" every face in score order."""
+    if keep not in KEEP_MODES:
+        raise ValueError(f"keep must be one of {KEEP_MODES}, got {keep!r}")
+    if photo.error:
+        return PhotoFaces(photo.name, error=photo.error)
+    image, detections = photo.pixels, photo.detections
+    height, width = image.shape[:2]
+    main = main_face(detections, height, width)
+    kept = tuple(range(len(detections))) if keep == "all" else \
+        (() if main is None else (main,))
+    crops = np.zeros((0, config.image_size, config.image_size, 3), np.uint8)
+    if kept:
+        aligned = _compiled_align(config)(tf.constant(as_rgb(image)),
+                                          detections.boxes[list(kept)],
+                                          detections.landmarks[list(kept)])
+        crops = np.round(aligned.numpy()).astype(np.uint8)
+    return PhotoFaces(photo.name, height, width, detections, kept, crops, main)
 
 
 def find_faces(detector: FaceDetector, photos, config: AlignConfig, keep: str = "all",
@@ -55,43 +110,23 @@ def find_faces(detector: FaceDetector, photos, config: AlignConfig, keep: str = 
     """
     if keep not in KEEP_MODES:
         raise ValueError(f"keep must be one of {KEEP_MODES}, got {keep!r}")
-    names = list(names) if names is not None else [f"image {i}" for i in range(len(photos))]
-    pixels, results = {}, {}
-    for i, photo in enumerate(photos):
-        if isinstance(photo, (bytes, bytearray)):
-            try:
-                pixels[i] = decode_photo(bytes(photo))
-            except image_utils.BadImageError as e:
-                results[i] = PhotoFaces(names[i], error=f"unreadable image: {e}")
-        else:
-            pixels[i] = np.asarray(photo)
-    order = sorted(pixels)
-    found = detector.detect([pixels[i] for i in order]) if order else []
-    for i, detections in zip(order, found):
-        image = pixels[i]
-        height, width = image.shape[:2]
-        main = main_face(detections, height, width)
-        kept = tuple(range(len(detections))) if keep == "all" else \
-            (() if main is None else (main,))
-        crops = np.zeros((0, config.image_size, config.image_size, 3), np.uint8)
-        if kept:
-            aligned = _compiled_align(config)(tf.constant(as_rgb(image)),
-                                              detections.boxes[list(kept)],
-                                              detections.landmarks[list(kept)])
-            crops = np.round(aligned.numpy()).astype(np.uint8)
-        results[i] = PhotoFaces(names[i], height, width, detections, kept, crops, main)
-    return [results[i] for i in range(len(photos))]
+    results = [None] * len(photos)
+    for photo in iter_detections(detector, photos, names):
+        results[photo.index] = align_detected(photo, config, keep)
+    return results
 
 
 @functools.lru_cache(maxsize=8)
 def _compiled_align(config: AlignConfig):
-    """align_faces for one config as a tf.function over any image size and face count (eager
-    alignment costs ~70 ms a face in op dispatch alone)."""
+    """align_faces for one config, traced once over any image size and face count (eager
+    alignment costs ~70 ms a face in op dispatch alone; calling the concrete function skips
+    the signature matching of every call)."""
     return tf.function(lambda image, boxes, landmarks: align_faces(image, boxes, landmarks,
                                                                    config),
                        input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
                                         tf.TensorSpec([None, 4], tf.float32),
-                                        tf.TensorSpec([None, 5, 2], tf.float32)])
+                                        tf.TensorSpec([None, 5, 2], tf.float32)],
+                       autograph=False).get_concrete_function()
 
 
 def encode_png(crop: np.ndarray) -> bytes:

@@ -114,12 +114,14 @@ def _on_nonempty_batch(network, x):
 
 
 class MtcnnNetworks(tf.Module):
-    """P-Net, R-Net and O-Net forward passes over the stored weights (held as variables)."""
+    """P-Net, R-Net and O-Net forward passes over the stored weights, held as constants (they
+    never change; as variables, their reads and control edges made tracing the cascade take
+    0.51 s instead of 0.32 s, paid by every job worker and command at start-up)."""
 
     def __init__(self, weights_dir: str | None = None):
         super().__init__(name="mtcnn_networks")
         self.weights = {
-            name: {layer: [tf.Variable(a, trainable=False, name=f"{name}_{layer}_{i}")
+            name: {layer: [tf.constant(a, name=f"{name}_{layer}_{i}")
                            for i, a in enumerate(arrays)]
                    for layer, arrays in load_weights(name, weights_dir).items()}
             for name in NETWORK_NAMES}

@@ -9,6 +9,7 @@ are byte-identical on every runner and re-run. Crops are written to a temporary 
 output_dir and published at the end; manifest.json is written last.
 """
 
+import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -22,7 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from facenet_tf import io_utils, runinfo
 from facenet_tf.detection.align import AlignConfig
 from facenet_tf.detection.detector import FaceDetector
-from facenet_tf.detection.faces import encode_png, find_faces
+from facenet_tf.detection.faces import align_detected, encode_png, iter_detections
 from facenet_tf.pipelines import beam_utils
 from facenet_tf.pipelines.options import pipeline_options as make_pipeline_options, runner_of
 from facenet_tf.progress import progress
@@ -67,7 +68,9 @@ def list_photos(input_dir: str) -> list:
 
 class AlignBatch(beam.DoFn):
     """[relative photo paths] -> one record per photo; writes each aligned crop (PNG) under
-    images_dir. The detector is loaded once per worker (setup)."""
+    images_dir. The detector is loaded once per worker (setup). Within a batch, a few threads
+    read and decode the photos, then align and write each detector run's faces while the
+    next run is detected (detection keeps about 1.7 of 2 cores busy; the rest is this work)."""
 
     def __init__(self, input_dir: str, images_dir: str, align: AlignConfig,
                  min_face_size: float, total: int):
@@ -79,6 +82,8 @@ class AlignBatch(beam.DoFn):
 
     def setup(self):
         self._detector = FaceDetector(min_face_size=self._min_face_size)
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="align_faces")
         self._progress = progress(total=self._total, desc="aligning", unit="photos")
         self._aligned = beam.metrics.Metrics.counter(_NAMESPACE, "photos_aligned")
         self._no_face = beam.metrics.Metrics.counter(_NAMESPACE, "photos_without_face")
@@ -87,25 +92,31 @@ class AlignBatch(beam.DoFn):
 
     def process(self, batch):
         started = time.perf_counter()
-        photos, names, records = [], [], []
-        for rel in batch:
-            try:
-                with tf.io.gfile.GFile(os.path.join(self._input_dir, rel), "rb") as f:
-                    photos.append(f.read())
-                names.append(rel)
-            except (OSError, tf.errors.OpError) as e:
-                records.append({"image": rel, "status": UNREADABLE,
-                                "reason": f"cannot read file ({e})"})
-        for faces in find_faces(self._detector, photos, self._align, keep="main", names=names):
-            records.append(self._write(faces))
+        read = list(self._pool.map(self._read, batch))
+        records = [{"image": rel, "status": UNREADABLE, "reason": f"cannot read file ({e})"}
+                   for rel, e in zip(batch, read) if isinstance(e, Exception)]
+        readable = [(rel, data) for rel, data in zip(batch, read) if isinstance(data, bytes)]
+        detected = iter_detections(self._detector, [data for _, data in readable],
+                                   names=[rel for rel, _ in readable], map_fn=self._pool.map)
+        written = [self._pool.submit(self._align_and_write, photo) for photo in detected]
+        records += [future.result() for future in written]
         for record in records:
             {ALIGNED: self._aligned, NO_FACE: self._no_face,
              UNREADABLE: self._unreadable}[record["status"]].inc()
         self._align_ms.inc(beam_utils.ms_since(started))
         self._progress.update(len(batch))
-        yield from records
+        yield from sorted(records, key=lambda r: r["image"])
 
-    def _write(self, faces) -> dict:
+    def _read(self, rel: str):
+        """The photo's bytes, or the OSError/OpError that reading it raised."""
+        try:
+            with tf.io.gfile.GFile(os.path.join(self._input_dir, rel), "rb") as f:
+                return f.read()
+        except (OSError, tf.errors.OpError) as e:
+            return e
+
+    def _align_and_write(self, photo) -> dict:
+        faces = align_detected(photo, self._align, keep="main")
         if faces.error:
             return {"image": faces.name, "status": UNREADABLE, "reason": faces.error}
         if faces.main is None:
@@ -121,6 +132,7 @@ class AlignBatch(beam.DoFn):
                 "scores": [round(float(s), 5) for s in d.scores]}
 
     def teardown(self):
+        self._pool.shutdown()
         self._progress.close()
 
 

@@ -81,6 +81,37 @@ def test_exif_rotated_jpeg_is_turned_upright():
     assert out.converted and (out.height, out.width) == (10, 12)
 
 
+def _rotated_jpeg() -> bytes:
+    image = Image.fromarray(RGB)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    return encode(image, "JPEG", exif=exif.tobytes(), quality=100)
+
+
+@pytest.mark.parametrize("data", [
+    encode(Image.fromarray(RGB), "JPEG"), encode(Image.fromarray(RGB), "PNG"),
+    encode(Image.fromarray(GREY, "L"), "PNG"),
+    encode(Image.fromarray(np.dstack([RGB, np.full(GREY.shape, 10, np.uint8)]), "RGBA"), "PNG"),
+    encode(Image.fromarray(GREY.astype(np.uint16) * 257), "PNG"),
+    encode(Image.fromarray(RGB).quantize(colors=16), "GIF"),
+    encode(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG", quality=100),
+    _rotated_jpeg(),
+], ids=["jpeg", "png", "grey", "rgba", "16bit", "gif", "cmyk", "rotated"])
+def test_decode_rgb_equals_decoding_the_normalized_image(data):
+    """decode_rgb decodes once; the oracle is the two-step path: normalize, then decode the
+    normalized bytes with Pillow."""
+    normalized = images.normalize_image(data).encoded
+    expected = np.asarray(Image.open(io.BytesIO(normalized)).convert("RGB"))
+    got = images.decode_rgb(data)
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_decode_rgb_rejects_bad_files_with_the_same_reason():
+    with pytest.raises(images.BadImageError, match="not an image"):
+        images.decode_rgb(b"hello, I am a text file\n")
+
+
 @pytest.mark.parametrize("data, reason", [
     (b"", "empty file"),
     (b"hello, I am a text file\n", "not an image"),

@@ -2,6 +2,8 @@
 embedding out, the same as the Python photo path (detection.faces + batch_embed)."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -67,3 +69,27 @@ def test_detect_and_embed_matches_the_python_photo_path(photos, tmp_path):
         rows = [r for r, p in enumerate(table.photos) if p == photo]
         np.testing.assert_allclose(out["embeddings"][i, :n], table.embeddings[rows], atol=1e-4)
     assert [n for n in out["num_faces"]] == [2, 1, 0]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_saved_model_cli_runs_detect_and_embed(photos, tmp_path):
+    """The TF1-style loader that saved_model_cli and TF Serving use finds the detector's
+    weights in the export (docs/serving.md's command) and gives the Python detector's boxes."""
+    paths, arrays = photos
+    detector = FaceDetector()
+    path = export_saved_model(make_tiny_embedding_model((32, 32, 3)), str(tmp_path / "m"),
+                              PreprocessConfig((32, 32)),
+                              photos=PhotoSignature(detector, AlignConfig(image_size=32),
+                                                    MAX_FACES))
+    inputs = str(tmp_path / "photo.npy")
+    np.save(inputs, np.array([open(paths[0], "rb").read()], dtype=object), allow_pickle=True)
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    outdir = str(tmp_path / "out")
+    subprocess.run([cli, "run", "--dir", path, "--tag_set", "serve", "--signature_def",
+                    SIGNATURE_PHOTOS, "--inputs", f"images={inputs}", "--outdir", outdir],
+                   check=True, capture_output=True, timeout=180)
+    found = detector.detect([arrays[0]])[0]
+    assert np.load(os.path.join(outdir, "num_faces.npy")).tolist() == [len(found)]
+    np.testing.assert_allclose(np.load(os.path.join(outdir, "boxes.npy"))[0, :len(found)],
+                               found.boxes, atol=1e-3)
