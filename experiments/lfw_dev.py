@@ -28,20 +28,16 @@ import numpy as np
 from absl import flags, logging
 
 from facenet_tf import cli, io_utils, runinfo
-from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data.image_files import list_images
-from facenet_tf.data.splits import split_identities
 from facenet_tf.evaluation.batch_embed import embed_files
-from facenet_tf.pipelines.align_faces import AlignJobConfig, align_faces
-from facenet_tf.pipelines.build_dataset import build_dataset
 from facenet_tf.serving.loader import load_embedder
 from facenet_tf.training.config import TrainConfig
 from facenet_tf.training.run_dir import RunDir
 from facenet_tf.training.state import read_state
 
+from experiments.protocol import LFW_IMAGES, REPO_ROOT, default_params, prepare_data, stage
+
 FLAGS = flags.FLAGS
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
-LFW_IMAGES = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "lfw_dev", "images")
 METRICS = ("accuracy_mean", "accuracy_std", "val_at_far_1e-3", "roc_auc")
 # K of the online P x K batches: 3 divides every batch of 3 x B images.
 ONLINE_IMAGES_PER_IDENTITY = 3
@@ -78,10 +74,6 @@ RECIPES = {
 }
 
 
-def stage(message: str) -> None:
-    print(f"=== [{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 def flag_value(args: list, name: str, default=None):
     """The value the trainer will see for --name in `args` (flag files read, last one wins)."""
     value = default
@@ -94,56 +86,6 @@ def flag_value(args: list, name: str, default=None):
         elif arg.startswith(f"--{name}="):
             value = arg.split("=", 1)[1]
     return value
-
-
-def prepare_data(work: str, params: dict) -> dict:
-    """Aligned crops, split, held-out pairs and training dataset under `work` (reused when
-    protocol.json says they were made with the same `params`); returns the protocol."""
-    path = os.path.join(work, "protocol.json")
-    if os.path.exists(path):
-        protocol = io_utils.read_json(path)
-        if protocol["params"] != params:
-            raise ValueError(f"{path}: {work} was prepared with {protocol['params']}, not "
-                             f"{params}; use another --work_dir (or delete that one)")
-        return protocol
-    started = time.time()
-    images, no_face, unreadable = params["images"], None, None
-    if params["align"]:
-        aligned_dir = os.path.join(work, "aligned")
-        if (io_utils.is_complete(aligned_dir)
-                and io_utils.read_manifest(aligned_dir)["source"] == params["images"]):
-            manifest = io_utils.read_manifest(aligned_dir)
-        else:
-            stage(f"detect and align the faces of {images} (align_faces Beam job)")
-            manifest = align_faces(AlignJobConfig(images, aligned_dir))
-        images = os.path.join(aligned_dir, manifest["images_dir"])
-        no_face, unreadable = manifest["num_no_face"], manifest["num_unreadable"]
-    stage(f"split the identities of {images}")
-    split_dir, dataset_dir = os.path.join(work, "split"), os.path.join(work, "dataset")
-    for stale in (split_dir, dataset_dir):  # an unfinished earlier preparation
-        shutil.rmtree(stale, ignore_errors=True)
-    train_root, heldout_root = os.path.join(split_dir, "train"), os.path.join(split_dir, "heldout")
-    train_ids, heldout_ids = split_identities(images, train_root, heldout_root,
-                                              params["heldout_identities"], params["seed"])
-    pairs_path = os.path.join(work, "heldout_pairs.txt")
-    pairs = pairs_lib.generate_pairs(heldout_root, num_folds=params["num_folds"],
-                                     pairs_per_fold=params["pairs_per_fold"], seed=params["seed"])
-    pairs_lib.write_pairs(pairs_path, pairs, num_folds=params["num_folds"])
-    stage(f"ingest {len(train_ids)} training identities (build_dataset Beam job)")
-    dataset = build_dataset(train_root, dataset_dir)
-    protocol = {
-        "params": params, "images_root": images, "num_no_face": no_face,
-        "num_unreadable": unreadable, "train_images_root": train_root,
-        "heldout_images_root": heldout_root, "pairs_path": pairs_path, "dataset": dataset_dir,
-        "num_train_identities": dataset["num_identities"],
-        "num_train_identities_2plus": sum(int(n) >= 2 for n in
-                                          dataset["images_per_identity"].values()),
-        "num_train_images": dataset["num_images"], "num_train_skipped": dataset["num_skipped"],
-        "heldout_identities": heldout_ids, "num_heldout_images": len(list_images(heldout_root)),
-        "num_pairs": len(pairs), "num_matched_pairs": sum(p.issame for p in pairs),
-        "prepare_seconds": round(time.time() - started, 1)}
-    io_utils.write_json_atomic(path, protocol)
-    return protocol
 
 
 def run_trainer(args: list, log_path: str) -> None:
@@ -363,7 +305,7 @@ def main(argv):
     work = os.path.abspath(FLAGS.work_dir)
     os.makedirs(work, exist_ok=True)
     protocol = prepare_data(work, {
-        "images": images, "align": FLAGS.align, "seed": FLAGS.seed,
+        **default_params(images), "align": FLAGS.align, "seed": FLAGS.seed,
         "heldout_identities": FLAGS.heldout_identities, "num_folds": FLAGS.num_folds,
         "pairs_per_fold": FLAGS.pairs_per_fold})
     rows, runs = [], []

@@ -39,7 +39,7 @@ def evaluate_model(model, pairs_path: str, images_root: str, *,
                    naming: str = "auto", num_folds: int = 10, seed: int = 0,
                    plots_dir: str | None = None, output_json: str | None = None,
                    quantized: bool = True, detector=None,
-                   align: AlignConfig | None = None) -> dict:
+                   align: AlignConfig | None = None, reference_thresholds=None) -> dict:
     """Runs the verification protocol of a pairs file on a model (an Embedder or a path).
 
     Files with a `FOLDS<TAB>N` header (LFW View 2, our generated files) use their own folds;
@@ -48,6 +48,8 @@ def evaluate_model(model, pairs_path: str, images_root: str, *,
     (facenet_tf.detection.FaceDetector) each image's main face is detected and aligned
     (`align`, default: the model's input size, margin 32) before embedding; an image where no
     face is found is embedded whole and counted (num_no_face, no_face_images).
+    reference_thresholds: another model's per-fold thresholds on the same pairs (its result's
+    "fold_thresholds"), to also score this one at them (verification.evaluate_pairs).
     """
     embedder = load_embedder(model, preprocess)
     parsed = pairs_lib.parse_pairs(pairs_path)
@@ -82,7 +84,8 @@ def evaluate_model(model, pairs_path: str, images_root: str, *,
         align = align or batch_embed.align_config_for(embedder)
         emb, no_face = _embed_main_faces(embedder, detector, flat, align, batch_size, flip)
     d = verification.squared_l2(emb[0::2], emb[1::2])
-    result = verification.evaluate_pairs(d, issame, folds=folds, num_folds=num_folds, seed=seed)
+    result = verification.evaluate_pairs(d, issame, folds=folds, num_folds=num_folds, seed=seed,
+                                         reference_thresholds=reference_thresholds)
     if quantized:
         # The paper's 128-byte embeddings: distances between the stored int8 codes.
         q = quantize.dequantize_embeddings(quantize.quantize_embeddings(emb))

@@ -88,11 +88,16 @@ def fold_assignment(num_pairs: int, num_folds: int = 10, seed: int = 0) -> np.nd
     return folds
 
 
-def evaluate_pairs(distances, issame, folds=None, num_folds: int = 10, seed: int = 0) -> dict:
+def evaluate_pairs(distances, issame, folds=None, num_folds: int = 10, seed: int = 0,
+                   reference_thresholds=None) -> dict:
     """The LFW protocol: per fold, the threshold learnt on the other folds is applied to it.
 
     folds: a fold index per pair (e.g. a View 2 file's 10 consecutive folds of 600); None ->
     a seeded `num_folds`-fold split. VAL@FAR, ROC AUC and EER are computed over all pairs.
+    reference_thresholds: another model's "fold_thresholds" on the same pairs and folds; the
+    result then also holds "reference_accuracy_mean", these distances judged at them (how a
+    copy of that model, e.g. its int8 conversion, decides when deployed with its thresholds:
+    a paired comparison, free of the threshold re-learning that moves a few pairs either way).
     """
     d, s = _as_arrays(distances, issame)
     if folds is None:
@@ -110,6 +115,7 @@ def evaluate_pairs(distances, issame, folds=None, num_folds: int = 10, seed: int
         "accuracy_mean": float(np.mean(accuracies)),
         "accuracy_std": float(np.std(accuracies)),
         "fold_accuracies": [float(a) for a in accuracies],
+        "fold_thresholds": [float(t) for t in thresholds],
         "threshold_mean": float(np.mean(thresholds)),
         "threshold_std": float(np.std(thresholds)),
         "roc_auc": float(skmetrics.roc_auc_score(s, -d)),
@@ -119,6 +125,14 @@ def evaluate_pairs(distances, issame, folds=None, num_folds: int = 10, seed: int
         "num_diff": int(np.sum(~s)),
         "num_folds": int(np.unique(folds).size),
     }
+    if reference_thresholds is not None:
+        fold_ids = np.unique(folds)
+        if len(reference_thresholds) != fold_ids.size:
+            raise ValueError(f"reference_thresholds: {len(reference_thresholds)} given for "
+                             f"{fold_ids.size} folds")
+        result["reference_accuracy_mean"] = float(np.mean([
+            accuracy_at(d[folds == k], s[folds == k], t)
+            for k, t in zip(fold_ids, reference_thresholds)]))
     for target in FAR_TARGETS:
         val, far, threshold = val_at_far(d, s, target)
         key = f"val_at_far_{target:.0e}".replace("e-0", "e-")

@@ -62,6 +62,30 @@ def test_ten_fold_accuracy_matches_brute_force():
     assert result["num_pairs"] == 600 and result["num_folds"] == 10
 
 
+def test_reference_thresholds_judge_other_distances_at_them():
+    """A second model's distances scored at the first's per-fold thresholds: the plain loop
+    applies each fold's brute-force threshold (learnt on the first model's other folds) to the
+    second model's pairs of that fold."""
+    d, s = _hand_built_set(0)
+    other = d + np.random.RandomState(5).normal(0, 0.05, d.size)
+    folds = np.arange(d.size) % 10
+    first = V.evaluate_pairs(d, s, folds=folds)
+    second = V.evaluate_pairs(other, s, folds=folds,
+                              reference_thresholds=first["fold_thresholds"])
+    accs = []
+    for k in range(10):
+        train = [i for i in range(d.size) if folds[i] != k]
+        t = _brute_threshold(d[train], s[train])
+        test = [i for i in range(d.size) if folds[i] == k]
+        accs.append(sum(1 for i in test if (other[i] <= t) == s[i]) / len(test))
+    assert second["reference_accuracy_mean"] == pytest.approx(np.mean(accs), abs=1e-12)
+    # The model judged at its own thresholds is the first result's accuracy again.
+    again = V.evaluate_pairs(d, s, folds=folds, reference_thresholds=first["fold_thresholds"])
+    assert again["reference_accuracy_mean"] == pytest.approx(first["accuracy_mean"], abs=1e-12)
+    with pytest.raises(ValueError, match="3 given for 10 folds"):
+        V.evaluate_pairs(d, s, folds=folds, reference_thresholds=[1.0, 1.1, 1.2])
+
+
 def test_val_at_far_matches_brute_force():
     d, s = _hand_built_set(1)
     # 300 diff pairs: FAR 1e-2 allows 3 false accepts, 1e-3 allows none.
