@@ -64,7 +64,7 @@ from facenet_tf.training.restore import restore_embedder
 from experiments import protocol as lfw_protocol
 
 NETWORKS = ("nns2", "nns1", "nn4", "pretrained")
-TRAIN_STEPS = {"nns2": 150, "nns1": 80, "nn4": 150, "pretrained": 0}
+TRAIN_STEPS = {"nns2": 300, "nns1": 160, "nn4": 300, "pretrained": 0}
 # The pretrained model on aligned face crops: the whole crop, fixed standardisation.
 PRETRAINED_FACE_PREPROCESS = pp.PreprocessConfig((160, 160), crop_fraction=1.0,
                                                  standardization="fixed")
