@@ -305,7 +305,7 @@ def main(argv):
     work = os.path.abspath(FLAGS.work_dir)
     os.makedirs(work, exist_ok=True)
     protocol = prepare_data(work, {
-        **default_params(images), "align": FLAGS.align, "seed": FLAGS.seed,
+        "images": images, "align": FLAGS.align, "seed": FLAGS.seed,
         "heldout_identities": FLAGS.heldout_identities, "num_folds": FLAGS.num_folds,
         "pairs_per_fold": FLAGS.pairs_per_fold})
     rows, runs = [], []
@@ -334,17 +334,24 @@ def main(argv):
 
 
 def _define_flags():
+    # The protocol's defaults come from experiments.protocol, which the TFLite benchmark also
+    # prepares: with the same values both reuse one prepared directory.
+    default = default_params()
     flags.DEFINE_enum("recipe", None, list(RECIPES), "finetune: the pretrained model before "
                       "and after fine-tuning; selection: triplet selection rules from scratch.")
     flags.DEFINE_string("images", LFW_IMAGES, "Identity-per-folder photos (default: lfw_dev).")
-    flags.DEFINE_bool("align", True, "Detect and align the faces first (align_faces Beam job); "
-                      "--noalign for face crops already (e.g. ORL).")
+    flags.DEFINE_bool("align", default["align"], "Detect and align the faces first "
+                      "(align_faces Beam job); --noalign for face crops already (e.g. ORL).")
     flags.DEFINE_string("work_dir", "runs/lfw_dev", "Where the data, runs and tables go.")
-    flags.DEFINE_integer("heldout_identities", 400, "Identities kept out of training (among "
-                         "those with 2+ images) for the verification pairs.")
-    flags.DEFINE_integer("seed", 0, "Seed of the identity split and of the pairs.")
-    flags.DEFINE_integer("num_folds", 10, "Identity-disjoint folds of the held-out pairs.")
-    flags.DEFINE_integer("pairs_per_fold", 300, "Pairs per fold (half matched).")
+    flags.DEFINE_integer("heldout_identities", default["heldout_identities"], "Identities "
+                         "kept out of training (among those with 2+ images) for the "
+                         "verification pairs.")
+    flags.DEFINE_integer("seed", default["seed"], "Seed of the identity split and of the "
+                         "pairs.")
+    flags.DEFINE_integer("num_folds", default["num_folds"], "Identity-disjoint folds of the "
+                         "held-out pairs.")
+    flags.DEFINE_integer("pairs_per_fold", default["pairs_per_fold"], "Pairs per fold (half "
+                         "matched).")
     flags.DEFINE_list("settings", None, "Run only these rows (default: all of the recipe's).")
     flags.DEFINE_integer("num_seeds", 3, "Training seeds 0..N-1 of the multi-seed rows "
                          "(selection: offline_semi_hard and offline_random); others seed 0.")

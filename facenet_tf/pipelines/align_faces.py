@@ -105,7 +105,7 @@ class AlignBatch(beam.DoFn):
              UNREADABLE: self._unreadable}[record["status"]].inc()
         self._align_ms.inc(beam_utils.ms_since(started))
         self._progress.update(len(batch))
-        yield from sorted(records, key=lambda r: r["image"])
+        yield from records
 
     def _read(self, rel: str):
         """The photo's bytes, or the OSError/OpError that reading it raised."""
