@@ -38,13 +38,21 @@ INSTALL_REQUIRES = [
     # Face detection: the MTCNN weights ship in the wheel (it brings lz4 and joblib itself).
     "mtcnn>=1.0,<2",
     "tqdm>=4.70,<5",
+    # .tflite models run on LiteRT (the runtime an app installs without TensorFlow).
+    "ai-edge-litert>=2.3,<3",
+    # Vector search for galleries and photo indexes.
+    "faiss-cpu>=1.15,<2",
+    # The HTTP service.
+    "fastapi>=0.165,<1",
+    "uvicorn>=0.55,<1",
+    "python-multipart>=0.0.34,<1",
 ]
 
 EXTRAS_REQUIRE = {
     # Beam's DaskRunner on a dask.distributed cluster (scripts/dask_cluster.py). Dask uses
     # calendar versions, so there is no major release to cap at; 2026.8.0 is the tested one.
     "dask": ["dask[distributed]>=2026.8.0"],
-    "test": ["pytest>=9.2,<10", "pytest-xdist>=3.8,<4"],
+    "test": ["pytest>=9.2,<10", "pytest-xdist>=3.8,<4", "httpx>=0.29,<1"],
     # GPU: no extra, since an extra cannot take tensorflow-cpu out and both builds share one
     # import folder. Install requirements/lock-gpu.txt (FACENET_TF_GPU=1 make venv) or
     # requirements/gpu.txt, then `pip install --no-deps -e .`.

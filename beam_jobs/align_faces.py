@@ -17,7 +17,8 @@ import os
 from absl import flags
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from facenet_tf import cli, io_utils, runinfo
+from facenet_tf import _cli
+from facenet_tf.common import io_utils, runinfo
 from facenet_tf.detection.align import AlignConfig
 from facenet_tf.pipelines.align_faces import AlignJobConfig, align_faces, format_summary
 
@@ -40,7 +41,7 @@ def _define_flags():
     flags.DEFINE_string("output_dir", None, "Where images/ (the aligned crops) and "
                         "manifest.json are published.")
     flags.DEFINE_integer("image_size", 160, "Side of the square crops, in pixels.")
-    cli.define_face_crop_flags()
+    _cli.define_face_crop_flags()
     flags.DEFINE_float("min_face_size", 20.0, "Smallest face the detector looks for, in pixels.")
     flags.DEFINE_integer("batch_size", 32, "Photos per detector batch.")
     flags.mark_flags_as_required(["input_dir", "output_dir"])
@@ -49,7 +50,7 @@ def _define_flags():
 def run():
     """The `facenet-align` command."""
     _define_flags()
-    cli.run(main, __name__, flags_parser=cli.beam_flags_parser)
+    _cli.run(main, __name__, flags_parser=_cli.beam_flags_parser)
 
 
 if __name__ == "__main__":

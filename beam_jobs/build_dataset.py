@@ -13,8 +13,13 @@ import os
 from absl import flags
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from facenet_tf import cli, io_utils, runinfo
-from facenet_tf.pipelines.build_dataset import DEFAULT_NUM_SHARDS, build_dataset, format_summary
+from facenet_tf import _cli
+from facenet_tf.common import io_utils, runinfo
+from facenet_tf.pipelines.build_dataset import (
+    DEFAULT_NUM_SHARDS,
+    build_dataset,
+    format_summary,
+)
 
 
 def main(argv):
@@ -38,7 +43,7 @@ def _define_flags():
 def run():
     """The `facenet-build-dataset` command."""
     _define_flags()
-    cli.run(main, __name__, flags_parser=cli.beam_flags_parser)
+    _cli.run(main, __name__, flags_parser=_cli.beam_flags_parser)
 
 
 if __name__ == "__main__":

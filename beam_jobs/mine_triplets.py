@@ -15,7 +15,8 @@ import logging
 
 from absl import flags
 
-from facenet_tf import cli, runinfo
+from facenet_tf import _cli
+from facenet_tf.common import runinfo
 from facenet_tf.pipelines.mine_triplets import STRATEGIES, MiningConfig, mine_triplets
 
 
@@ -29,7 +30,7 @@ def _define_flags():
                         "images-*.tfrecord + manifest.json, written last); must not hold a "
                         "complete generation.")
     flags.DEFINE_enum("strategy", "semi_hard", list(STRATEGIES), "Triplet selection rule "
-                      "(facenet_tf.mining.select_triplets, the same code as online mining).")
+                      "(facenet_tf.triplets.mining.select_triplets, the same code as online mining).")
     flags.DEFINE_float("alpha", 0.2, "Triplet margin on squared L2 distances.")
     flags.DEFINE_integer("identities_per_subset", 45, "Identities per mined subset.")
     flags.DEFINE_integer("images_per_identity", 40, "At most this many images per identity "
@@ -75,7 +76,7 @@ def main(argv):
 def run():
     """The `facenet-mine` command."""
     _define_flags()
-    cli.run(main, __name__, flags_parser=cli.beam_flags_parser)
+    _cli.run(main, __name__, flags_parser=_cli.beam_flags_parser)
 
 
 if __name__ == "__main__":

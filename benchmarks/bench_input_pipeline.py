@@ -57,6 +57,7 @@ def input_rate(dataset_dir, p, k, num_batches, seed=0):
 def train_step_rate(name, batch_size, num_steps, seed=0):
     """Images/s of forward + backward + Adagrad update on random standardised images."""
     import tensorflow as tf
+
     from facenet_tf import models
     model = models.build_model(name, seed=seed)
     shape = models.default_input_shape(name)

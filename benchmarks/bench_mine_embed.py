@@ -52,8 +52,8 @@ def _synthetic_faces(root, identities, per_identity, size=(112, 92), seed=0):
 
 def _lfw_multi_image_dataset(cache_dir: str) -> str:
     """LFW identities with >= 2 images as a build_dataset output, built once into cache_dir."""
+    from facenet_tf.common import io_utils
     from facenet_tf.pipelines.build_dataset import build_dataset
-    from facenet_tf import io_utils
     dataset = os.path.join(cache_dir, "lfw_min2_dataset")
     if io_utils.is_complete(dataset):
         return dataset
@@ -75,7 +75,8 @@ def _lfw_multi_image_dataset(cache_dir: str) -> str:
 def _preprocessed(dataset_dir, config, limit):
     """The dataset's first `limit` images decoded and standardised as the job does."""
     import tensorflow as tf
-    from facenet_tf import io_utils
+
+    from facenet_tf.common import io_utils
     from facenet_tf.data import preprocess, records
     paths = [os.path.join(dataset_dir, n) for n in io_utils.read_manifest(dataset_dir)["shards"]]
     ds = (tf.data.TFRecordDataset(paths).map(records.parse_image_example).take(limit)
@@ -100,12 +101,13 @@ MODELS = (("nn4", (96, 96)), ("inception_resnet_v1", (160, 160)))
 def _measure(arch, size, dataset, source, tmp) -> dict:
     import keras
     import tensorflow as tf
-    from facenet_tf.pipelines import beam_utils
-    from facenet_tf.pipelines import mining_transforms as mt
-    from facenet_tf.pipelines.mine_triplets import MiningConfig, mine_triplets
+
     from facenet_tf.data.preprocess import PreprocessConfig
     from facenet_tf.models import build_model
     from facenet_tf.models.inference import inference_function
+    from facenet_tf.pipelines import beam_utils
+    from facenet_tf.pipelines import mining_transforms as mt
+    from facenet_tf.pipelines.mine_triplets import MiningConfig, mine_triplets
 
     model_path = os.path.join(tmp, f"{arch}.keras")
     build_model(arch, embedding_dim=128, input_shape=(*size, 3), seed=0).save(model_path)

@@ -1,4 +1,4 @@
-"""Vectorised triplet selection (`facenet_tf.mining.select_triplets`) vs a per-anchor Python loop.
+"""Vectorised triplet selection (`facenet_tf.triplets.mining.select_triplets`) vs a per-anchor Python loop.
 
     python -m benchmarks.bench_mining [--quick]
 
@@ -106,7 +106,7 @@ def _time_ms(fn, repeats):
 def run(quick: bool) -> list:
     import tensorflow as tf
 
-    from facenet_tf import mining
+    from facenet_tf.triplets import mining
 
     identities, per_identity = (20, 20) if quick else (45, 40)
     batches = {"": make_batch(identities, per_identity),

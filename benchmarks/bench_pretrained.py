@@ -24,8 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks import common
-from facenet_tf.models import pretrained
 from facenet_tf.data.preprocess import preprocess_encoded
+from facenet_tf.models import frozen_graph
 
 CEILING_IMAGES_PER_S = 245e9 / 2.84e9
 SHARED_LFW = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))),
@@ -38,7 +38,7 @@ def _faces(n, seed=0):
     if not paths:
         return np.random.RandomState(seed).randn(n, 160, 160, 3).astype(np.float32), "noise"
     chosen = np.random.RandomState(seed).choice(len(paths), n, replace=len(paths) < n)
-    cfg = pretrained.PRETRAINED_PREPROCESS
+    cfg = frozen_graph.PRETRAINED_PREPROCESS
     return np.stack([preprocess_encoded(tf.io.read_file(paths[i]), cfg).numpy()
                      for i in chosen]), "LFW"
 
@@ -59,15 +59,15 @@ def run(quick: bool) -> list:
     n = 64 if quick else 128
     repeats = 1 if quick else 2
     images, source = _faces(n)
-    graph_def = pretrained.load_frozen_graph_def()
-    frozen = pretrained.FrozenGraphEmbedder(graph_def)
-    model = pretrained.build_pretrained_model(graph_def=graph_def)
+    graph_def = frozen_graph.load_frozen_graph_def()
+    frozen = frozen_graph.FrozenGraphRunner(graph_def)
+    model = frozen_graph.build_pretrained_model(graph_def=graph_def)
     keras_fn = tf.function(lambda x: model(x, training=False))
     from facenet_tf.models.inference import inference_function
     inference_fn = inference_function(model)
-    from facenet_tf.serving.exporter import export_saved_model
+    from facenet_tf.serving.saved_model import export_saved_model
     with tempfile.TemporaryDirectory() as tmp:
-        export_saved_model(model, os.path.join(tmp, "sm"), pretrained.PRETRAINED_PREPROCESS)
+        export_saved_model(model, os.path.join(tmp, "sm"), frozen_graph.PRETRAINED_PREPROCESS)
         loaded = tf.saved_model.load(os.path.join(tmp, "sm"))
     embed = loaded.signatures["embed"]
     saved_fn = lambda x: embed(pixels=tf.constant(x))["embeddings"]  # noqa: E731

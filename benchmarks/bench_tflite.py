@@ -48,20 +48,19 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks import common
+from experiments import protocol as lfw_protocol
 from facenet_tf import datasets
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data import preprocess as pp
 from facenet_tf.data.image_files import list_images, read_encoded
 from facenet_tf.data.splits import split_identities
-from facenet_tf.evaluation.protocols import evaluate_model
-from facenet_tf.models.pretrained import build_pretrained_model
+from facenet_tf.evaluation.protocols import evaluate_pairs_file
+from facenet_tf.inference.embedders import load_embedder, load_tflite_embedder
+from facenet_tf.models.frozen_graph import build_pretrained_model
 from facenet_tf.pipelines.build_dataset import build_dataset
 from facenet_tf.serving import tflite
-from facenet_tf.serving.exporter import export_saved_model
-from facenet_tf.serving.loader import load_embedder, load_tflite_embedder
-from facenet_tf.training.restore import restore_embedder
-
-from experiments import protocol as lfw_protocol
+from facenet_tf.serving.saved_model import export_saved_model
+from facenet_tf.training.restore import restore_network
 
 NETWORKS = ("nns2", "nns1", "nn4", "pretrained")
 TRAIN_STEPS = {"nns2": 300, "nns1": 160, "nn4": 300, "pretrained": 0}
@@ -137,8 +136,8 @@ def _weights(name: str, steps: int, orl: dict, lfw: dict | None, work: str) -> t
                 (lfw or orl)["dataset"], 0.0)
     model_dir = os.path.join(work, f"run_{name}")
     train_s = _train(name, steps, orl["dataset"], model_dir)
-    restored = restore_embedder(os.path.join(model_dir, "checkpoints"))
-    return restored.model, restored.preprocess, orl["dataset"], train_s
+    restored = restore_network(os.path.join(model_dir, "checkpoints"))
+    return restored.network, restored.preprocess, orl["dataset"], train_s
 
 
 def _export(model, preprocess, out: str, calibration_data: str) -> dict:
@@ -175,9 +174,9 @@ def _accuracy(paths: dict, protocols: dict) -> dict:
     for name, protocol in protocols.items():
         out[name], reference = {}, None
         for variant in order:
-            # evaluate_model also scores the int8 byte codes an app would store
+            # evaluate_pairs_file also scores the int8 byte codes an app would store
             # (models.quantize).
-            r = evaluate_model(_load(variant, paths[variant], num_threads=2), protocol["pairs"],
+            r = evaluate_pairs_file(_load(variant, paths[variant], num_threads=2), protocol["pairs"],
                                protocol["images"], reference_thresholds=reference)
             reference = reference or r["fold_thresholds"]
             out[name][variant] = {"accuracy": r["accuracy_mean"], "val": r["val_at_far_1e-3"],

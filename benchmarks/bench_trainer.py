@@ -21,7 +21,8 @@ def _write_generation(directory, num_triplets, num_images, size=(112, 92), seed=
     """A generation of ORL-sized (112x92) PNG images and triplets drawn from them at random
     (as in a mined generation, each image serves several triplets), plus its manifest."""
     import tensorflow as tf
-    from facenet_tf import io_utils
+
+    from facenet_tf.common import io_utils
     from facenet_tf.data import records
     rng = np.random.RandomState(seed)
     os.makedirs(directory, exist_ok=True)
@@ -64,6 +65,7 @@ def _step_seconds(model, data, steps, **fit_kw):
 
 def run(quick: bool) -> list[dict]:
     import tensorflow as tf
+
     from facenet_tf.training import builders, distribution, triplet_data
     from facenet_tf.training.config import TrainConfig
 

@@ -26,13 +26,14 @@ import tensorflow as tf
 from absl import app, flags
 from PIL import Image
 
-from facenet_tf import io_utils, runinfo
+from facenet_tf.common import io_utils, runinfo
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data import preprocess
-from facenet_tf.detection import AlignConfig, FaceDetector, align_faces, main_face
+from facenet_tf.detection import AlignConfig, FaceDetector, aligned_crops, main_face
 from facenet_tf.evaluation import verification
+from facenet_tf.models.frozen_graph import build_pretrained_model
 from facenet_tf.models.inference import inference_function
-from facenet_tf.models.pretrained import build_pretrained_model
+from facenet_tf.triplets import distances
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 LFW_DEV = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "lfw_dev")
@@ -108,7 +109,7 @@ def crop_function(method: str, config: AlignConfig):
     if method == "center":
         return tf.function(lambda image, boxes, landmarks: preprocess.center_crop_and_resize(
             image, CENTER)[None], input_signature=spec)
-    return tf.function(lambda image, boxes, landmarks: align_faces(
+    return tf.function(lambda image, boxes, landmarks: aligned_crops(
         image, boxes, landmarks, dataclasses.replace(config, method=method)),
         input_signature=spec)
 
@@ -136,7 +137,7 @@ def embed_images(embed, crop, images, faces, batch_size: int, flip: bool = False
 
 
 def evaluate(embeddings: np.ndarray, pairs: PairSet, seed: int) -> dict:
-    d = verification.squared_l2(embeddings[pairs.first], embeddings[pairs.second])
+    d = distances.squared_l2(embeddings[pairs.first], embeddings[pairs.second])
     return verification.evaluate_pairs(d, pairs.issame, num_folds=10, seed=seed)
 
 

@@ -11,7 +11,7 @@ the identities (held-out ones among those with 2+ images); LFW-format pairs with
 identity-disjoint folds on the held-out identities; ingest the training identities (the
 build_dataset Beam job); per setting and seed, `python -m facenet_tf.train` with the recipe's
 flag file (configs/lfw_finetune.flags or configs/lfw_selection.flags), evaluating on the
-held-out pairs at step 0, after every generation and at the end (evaluate_model); then the
+held-out pairs at step 0, after every generation and at the end (evaluate_pairs_file); then the
 table in WORK_DIR/results_RECIPE.md and .json. Re-running continues: prepared data and
 finished settings are reused, an interrupted run resumes from its checkpoint.
 """
@@ -27,15 +27,21 @@ import time
 import numpy as np
 from absl import flags, logging
 
-from facenet_tf import cli, io_utils, runinfo
+from experiments.protocol import (
+    LFW_IMAGES,
+    REPO_ROOT,
+    default_params,
+    prepare_data,
+    stage,
+)
+from facenet_tf import _cli
+from facenet_tf.common import io_utils, runinfo
 from facenet_tf.data.image_files import list_images
-from facenet_tf.evaluation.batch_embed import embed_files
-from facenet_tf.serving.loader import load_embedder
+from facenet_tf.inference.batch_embed import embed_files
+from facenet_tf.inference.embedders import load_embedder
 from facenet_tf.training.config import TrainConfig
 from facenet_tf.training.run_dir import RunDir
 from facenet_tf.training.state import read_state
-
-from experiments.protocol import LFW_IMAGES, REPO_ROOT, default_params, prepare_data, stage
 
 FLAGS = flags.FLAGS
 METRICS = ("accuracy_mean", "accuracy_std", "val_at_far_1e-3", "roc_auc")
@@ -368,4 +374,4 @@ def _define_flags():
 if __name__ == "__main__":
     _define_flags()
     logging.set_verbosity(logging.WARNING)
-    cli.run(main, __name__)
+    _cli.run(main, __name__)

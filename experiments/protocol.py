@@ -9,7 +9,7 @@ import os
 import shutil
 import time
 
-from facenet_tf import io_utils
+from facenet_tf.common import io_utils
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data.image_files import list_images
 from facenet_tf.data.splits import split_identities

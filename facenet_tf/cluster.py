@@ -13,10 +13,13 @@ import json
 
 from absl import app, flags
 
-from facenet_tf import cli, io_utils, workflows
+from facenet_tf import _cli
+from facenet_tf.common import io_utils
 from facenet_tf.detection.detector import FaceDetector
-from facenet_tf.evaluation import batch_embed, clustering
-from facenet_tf.serving.loader import load_embedder
+from facenet_tf.evaluation import clustering
+from facenet_tf.inference import batch_embed
+from facenet_tf.inference.embedders import load_embedder
+from facenet_tf.recognition import workflows
 
 
 def main(argv):
@@ -49,13 +52,13 @@ def _define_flags():
     flags.DEFINE_enum("linkage", "average", list(clustering.LINKAGES), "Agglomerative linkage.")
     flags.DEFINE_bool("detect_faces", True, "Cluster every face of each photo (MTCNN); "
                       "--nodetect_faces clusters the files whole.")
-    cli.define_face_crop_flags()
+    _cli.define_face_crop_flags()
 
 
 def run():
     """The `facenet-cluster` command."""
     _define_flags()
-    cli.run(main, __name__)
+    _cli.run(main, __name__)
 
 
 if __name__ == "__main__":

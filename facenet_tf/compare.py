@@ -11,10 +11,11 @@ import json
 
 from absl import app, flags
 
-from facenet_tf import cli, workflows
+from facenet_tf import _cli
 from facenet_tf.detection.detector import FaceDetector
-from facenet_tf.evaluation import batch_embed
-from facenet_tf.serving.loader import load_embedder
+from facenet_tf.inference import batch_embed
+from facenet_tf.inference.embedders import load_embedder
+from facenet_tf.recognition import workflows
 
 
 def main(argv):
@@ -36,13 +37,13 @@ def _define_flags():
     flags.DEFINE_float("threshold", None, "Squared-L2 threshold (default: the model's).")
     flags.DEFINE_bool("detect_faces", True, "Compare the main face of each photo (MTCNN); "
                       "--nodetect_faces compares the files whole.")
-    cli.define_face_crop_flags()
+    _cli.define_face_crop_flags()
 
 
 def run():
     """The `facenet-compare` command."""
     _define_flags()
-    cli.run(main, __name__)
+    _cli.run(main, __name__)
 
 
 if __name__ == "__main__":

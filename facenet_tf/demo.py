@@ -22,10 +22,12 @@ import time
 
 from absl import flags, logging
 
-from facenet_tf import cli, datasets, runinfo
+from facenet_tf import _cli, datasets
+from facenet_tf.common import runinfo
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data.splits import split_identities
-from facenet_tf.evaluation.protocols import evaluate_model
+from facenet_tf.evaluation.protocols import evaluate_pairs_file
+from facenet_tf.inference.embedders import load_embedder
 from facenet_tf.pipelines.align_faces import AlignJobConfig, align_faces
 from facenet_tf.pipelines.align_faces import format_summary as format_aligned
 from facenet_tf.pipelines.build_dataset import build_dataset
@@ -114,9 +116,9 @@ def main(argv):
     run_trainer(common + [f"--model_dir={os.path.join(work, 'model_untrained')}", "--steps=0",
                           f"--export_dir={baseline_export}"],
                 os.path.join(work, "train_untrained.log"))
-    before = evaluate_model(baseline_export, pairs_path, heldout_root,
-                            plots_dir=os.path.join(work, "plots_untrained"),
-                            output_json=os.path.join(work, "eval_untrained.json"))
+    before = evaluate_pairs_file(load_embedder(baseline_export), pairs_path, heldout_root,
+                                 plots_dir=os.path.join(work, "plots_untrained"),
+                                 output_json=os.path.join(work, "eval_untrained.json"))
 
     stage(f"{next(step)}/{total} train: offline semi-hard mining by Beam, MirroredStrategy, "
           "model.fit")
@@ -127,8 +129,8 @@ def main(argv):
 
     stage(f"{next(step)}/{total} evaluate the exported SavedModel on the held-out pairs")
     plots_dir = os.path.join(work, "plots")
-    after = evaluate_model(export_dir, pairs_path, heldout_root, plots_dir=plots_dir,
-                           output_json=os.path.join(work, "eval.json"))
+    after = evaluate_pairs_file(load_embedder(export_dir), pairs_path, heldout_root,
+                                plots_dir=plots_dir, output_json=os.path.join(work, "eval.json"))
 
     report = {
         "held_out_identities": len(heldout_ids),
@@ -186,7 +188,7 @@ def run():
     """The `facenet-demo` command."""
     _define_flags()
     logging.set_verbosity(logging.WARNING)
-    cli.run(main, __name__)
+    _cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,11 @@ each file whole instead (pre-cropped faces). TFRecords (dataset records) are emb
 import tensorflow as tf
 from absl import flags, logging
 
-from facenet_tf import cli, workflows
+from facenet_tf import _cli
 from facenet_tf.detection.detector import FaceDetector
-from facenet_tf.evaluation import batch_embed
-from facenet_tf.serving.loader import load_embedder
+from facenet_tf.inference import batch_embed
+from facenet_tf.inference.embedders import load_embedder
+from facenet_tf.recognition import workflows
 
 
 def main(argv):
@@ -47,7 +48,7 @@ def _define_flags():
     flags.DEFINE_string("output", None, "Output .npz file.", required=True)
     flags.DEFINE_bool("detect_faces", True, "Find and align the faces of each photo (MTCNN); "
                       "--nodetect_faces embeds each file whole.")
-    cli.define_face_crop_flags()
+    _cli.define_face_crop_flags()
     flags.DEFINE_string("projector_dir", None, "Also write a TensorBoard projector log of the "
                         "faces here (tensorboard --logdir DIR).")
     flags.DEFINE_integer("batch_size", 64, "Faces per model call.")
@@ -57,7 +58,7 @@ def _define_flags():
 def run():
     """The `facenet-embed` command."""
     _define_flags()
-    cli.run(main, __name__)
+    _cli.run(main, __name__)
 
 
 if __name__ == "__main__":

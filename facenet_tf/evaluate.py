@@ -14,14 +14,17 @@ import json
 
 from absl import flags
 
-from facenet_tf import cli
+from facenet_tf import _cli
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data import preprocess as pp
 from facenet_tf.detection.detector import FaceDetector
-from facenet_tf.evaluation import batch_embed
-from facenet_tf.evaluation.protocols import (evaluate_identity_folder, evaluate_model,
-                                             override_preprocess)
-from facenet_tf.serving.loader import load_embedder
+from facenet_tf.evaluation.protocols import (
+    evaluate_identity_folder,
+    evaluate_pairs_file,
+    override_preprocess,
+)
+from facenet_tf.inference import batch_embed
+from facenet_tf.inference.embedders import load_embedder
 
 
 def main(argv):
@@ -33,7 +36,7 @@ def main(argv):
     if f.pairs:
         if not f.images:
             raise flags.ValidationError("--pairs needs --images")
-        result = evaluate_model(embedder, f.pairs, f.images, flip=f.flip,
+        result = evaluate_pairs_file(embedder, f.pairs, f.images, flip=f.flip,
                                 skip_missing=f.skip_missing, batch_size=f.batch_size, ext=f.ext,
                                 naming=f.naming, num_folds=f.num_folds, seed=f.seed,
                                 plots_dir=f.plots_dir, output_json=f.output_json,
@@ -63,7 +66,7 @@ def _define_flags():
     flags.DEFINE_string("plots_dir", None, "Write roc.png and distance_histogram.png here.")
     flags.DEFINE_bool("align", False, "With --pairs: detect and align each image's main face "
                       "(MTCNN) before embedding it; for raw photos.")
-    cli.define_face_crop_flags("With --align, the face crop")
+    _cli.define_face_crop_flags("With --align, the face crop")
     flags.DEFINE_bool("flip", False, "Average each embedding with its mirror image's.")
     flags.DEFINE_bool("skip_missing", False, "Drop pairs whose images are missing.")
     flags.DEFINE_list("image_size", None, "height,width (default: the model's).")
@@ -82,7 +85,7 @@ def _define_flags():
 def run():
     """The `facenet-evaluate` command."""
     _define_flags()
-    cli.run(main, __name__)
+    _cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Exports a trained face model as a SavedModel (facenet_tf.serving.exporter) and/or as TFLite
+"""Exports a trained face model as a SavedModel (facenet_tf.serving.saved_model) and/or as TFLite
 files for phones (facenet_tf.serving.tflite: float32, and int8 calibrated on training images).
 
     python -m facenet_tf.export --checkpoint model.keras --export_dir DIR
@@ -12,14 +12,19 @@ run's recorded config).
 
 from absl import flags, logging
 
-from facenet_tf import cli, runinfo
+from facenet_tf import _cli
+from facenet_tf.common import runinfo
 from facenet_tf.data import preprocess as pp
 from facenet_tf.detection.align import AlignConfig
 from facenet_tf.detection.detector import FaceDetector
-from facenet_tf.serving.exporter import DEFAULT_MAX_FACES, PhotoSignature, export_saved_model
+from facenet_tf.inference.embedders import load_keras_embedder
+from facenet_tf.serving.saved_model import (
+    DEFAULT_MAX_FACES,
+    PhotoSignature,
+    export_saved_model,
+)
 from facenet_tf.serving.tflite import DEFAULT_NUM_CALIBRATION, export_tflite
-from facenet_tf.serving.loader import load_keras_embedder
-from facenet_tf.training.restore import restore_embedder
+from facenet_tf.training.restore import restore_network
 
 
 def main(argv):
@@ -29,10 +34,10 @@ def main(argv):
         raise ValueError("give --export_dir (SavedModel), --tflite_dir (TFLite) or both")
     if f.checkpoint.endswith(".keras"):
         embedder = load_keras_embedder(f.checkpoint)
-        model, base, step, threshold = embedder.model, embedder.preprocess, f.step, None
+        model, base, step, threshold = embedder.network, embedder.preprocess, f.step, None
     else:
-        restored = restore_embedder(f.checkpoint)
-        model, base, step, threshold = (restored.model, restored.preprocess, restored.step,
+        restored = restore_network(f.checkpoint)
+        model, base, step, threshold = (restored.network, restored.preprocess, restored.step,
                                         restored.threshold)
     size = tuple(f.image_size) if f.image_size else base.image_size
     preprocess = pp.PreprocessConfig(
@@ -74,7 +79,7 @@ def _define_flags():
                       "(--nodetect_and_embed: face crops only).")
     flags.DEFINE_integer("max_faces", DEFAULT_MAX_FACES, "detect_and_embed returns at most "
                          "this many faces per photo (highest detector scores).")
-    cli.define_face_crop_flags("detect_and_embed's face crop")
+    _cli.define_face_crop_flags("detect_and_embed's face crop")
     flags.DEFINE_string("tflite_dir", None, "Directory to write model_float32.tflite and, with "
                         "--calibration_data, model_int8.tflite, with their metadata JSON.")
     flags.DEFINE_string("calibration_data", None, "Representative training images for the int8 "
@@ -102,7 +107,7 @@ def _define_flags():
 def run():
     """The `facenet-export` command."""
     _define_flags()
-    cli.run(main, __name__)
+    _cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ identity-disjoint folds (facenet_tf.data.pairs.generate_pairs).
 
 from absl import flags, logging
 
-from facenet_tf import cli
+from facenet_tf import _cli
 from facenet_tf.data.pairs import generate_pairs, write_pairs
 
 
@@ -31,7 +31,7 @@ def _define_flags():
 def run():
     """The `facenet-make-pairs` command."""
     _define_flags()
-    cli.run(main, __name__)
+    _cli.run(main, __name__)
 
 
 if __name__ == "__main__":

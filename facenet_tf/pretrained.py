@@ -1,4 +1,4 @@
-"""Writes the pretrained FaceNet model (facenet_tf.models.pretrained) ready to serve or fine-tune.
+"""Writes the pretrained FaceNet model (facenet_tf.models.frozen_graph) ready to serve or fine-tune.
 
     python -m facenet_tf.pretrained --export_dir DIR
 
@@ -7,9 +7,9 @@ Writes DIR/model.keras, DIR/saved_model/ and, last, DIR/manifest.json.
 
 from absl import flags
 
-from facenet_tf import cli
-from facenet_tf.models.pretrained import ALIGNED_FACE_THRESHOLD
-from facenet_tf.serving.exporter import export_pretrained
+from facenet_tf import _cli
+from facenet_tf.models.frozen_graph import ALIGNED_FACE_THRESHOLD
+from facenet_tf.serving.saved_model import export_pretrained
 
 
 def main(argv):
@@ -34,7 +34,7 @@ def _define_flags():
 def run():
     """The `facenet-pretrained` command."""
     _define_flags()
-    cli.run(main, __name__)
+    _cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import json
 
 from absl import app, flags, logging
 
-from facenet_tf import cli
+from facenet_tf import _cli
 from facenet_tf.training import config as cfg
 from facenet_tf.training import distribution, loop
 from facenet_tf.training.state import TrainingDiverged
@@ -40,7 +40,7 @@ def _define_flags():
                   "offline: Beam-mined triplet generations (the paper's); online: in-batch "
                   "mining over P x K batches gathered across replicas.")
     f.DEFINE_enum("strategy", "semi_hard", list(cfg.MINING_STRATEGIES),
-                  "Triplet selection rule (facenet_tf.mining.select_triplets).")
+                  "Triplet selection rule (facenet_tf.triplets.mining.select_triplets).")
     f.DEFINE_integer("remine_every_steps", 1000, "Offline: steps per triplet generation; then "
                      "checkpoint, export and mine the next generation with the current model.")
     f.DEFINE_boolean("async_mining", False, "Offline: mine generation k+1 in the background "
@@ -121,7 +121,7 @@ def run():
     """The `facenet-train` command."""
     _define_flags()
     flags.mark_flags_as_required(["train_data", "model_dir"])
-    cli.run(main, __name__)
+    _cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Plain-loop oracles of FaceNet triplet selection (section 3.2), shared by the mining tests.
 
-Written independently of facenet_tf.mining: Python loops over float64 distances, ties broken by
+Written independently of facenet_tf.triplets.mining: Python loops over float64 distances, ties broken by
 the lowest index.
 """
 

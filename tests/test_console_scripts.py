@@ -3,7 +3,7 @@
 Each script runs from the venv's bin directory with this checkout first on PYTHONPATH, so it
 is this checkout's run() that answers, even in a venv whose editable install points elsewhere.
 `python -m MODULE --help` must answer the same way: checked for two commands (every command's
-`main` goes through the same facenet_tf.cli.run, and each --help costs a TensorFlow import).
+`main` goes through the same facenet_tf._cli.run, and each --help costs a TensorFlow import).
 """
 
 import concurrent.futures

@@ -1,11 +1,16 @@
-"""facenet_tf.losses: hand-computed values and gradient signs, loop oracles, Keras behaviour."""
+"""facenet_tf.triplets.losses: hand-computed values and gradient signs, loop oracles, Keras behaviour."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from facenet_tf import losses, mining
-from tests._triplet_oracle import oracle_distances, oracle_hard, oracle_semi_hard_hardest, oracle_tfa
+from facenet_tf.triplets import losses, mining
+from tests._triplet_oracle import (
+    oracle_distances,
+    oracle_hard,
+    oracle_semi_hard_hardest,
+    oracle_tfa,
+)
 
 
 def np_triplet_loss(emb, triplets, alpha):
@@ -198,8 +203,9 @@ def test_losses_serialise_and_reject_bad_options():
 
 def test_the_four_metrics_share_one_mining_per_step(monkeypatch):
     """triplet_metrics mines each batch once, not once per metric (the loss mines once too)."""
-    import keras
     import traceback
+
+    import keras
     callers = []
     real = mining.select_triplets
 

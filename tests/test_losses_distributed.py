@@ -24,7 +24,7 @@ tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 import keras
 import numpy as np
-from facenet_tf import losses
+from facenet_tf.triplets import losses
 
 SPECS = [dict(strategy="semi_hard", alpha=0.5, seed=3), dict(strategy="hard", alpha=0.5)]
 rng = np.random.RandomState(0)

@@ -1,4 +1,4 @@
-"""facenet_tf.mining against plain-loop oracles written here (FaceNet section 3.2 rules).
+"""facenet_tf.triplets.mining against plain-loop oracles written here (FaceNet section 3.2 rules).
 
 Random cases use embeddings on a 0.5 grid with tiny dimensions, so squared distances are exact
 in float32 and float64 alike: ties, duplicated rows and band boundaries are hit exactly.
@@ -11,10 +11,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from facenet_tf import mining
-from tests._triplet_oracle import (oracle_all, oracle_angular, oracle_band, oracle_distances,
-                                   oracle_hard, oracle_pairs, oracle_semi_hard_hardest,
-                                   oracle_tfa)
+from facenet_tf.triplets import distances, mining
+from tests._triplet_oracle import (
+    oracle_all,
+    oracle_angular,
+    oracle_band,
+    oracle_distances,
+    oracle_hard,
+    oracle_pairs,
+    oracle_semi_hard_hardest,
+    oracle_tfa,
+)
 
 NUM_CASES = 60
 ALPHAS = (0.2, 0.25, 0.5, 1.0)
@@ -79,10 +86,10 @@ def test_cases_cover_edge_cases():
 
 # ----------------------------------------------------------------------------- distances
 
-def test_pairwise_squared_distances_matches_loop():
+def test_tf_squared_l2_matrix_matches_loop():
     rng = np.random.RandomState(0)
     emb = rng.randn(9, 5).astype(np.float32)
-    got = mining.pairwise_squared_distances(emb).numpy()
+    got = distances.tf_squared_l2_matrix(emb).numpy()
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, np.array(oracle_distances(emb.tolist())), rtol=1e-5,
                                atol=1e-5)
@@ -93,7 +100,7 @@ def test_pairwise_distances_exact_zero_diagonal_nonnegative_finite_gradients():
     base = (rng.randn(3, 16) * 30 + 100).astype(np.float32)
     emb = tf.Variable(np.concatenate([base, base, base[:1]]))  # identical rows, large norms
     with tf.GradientTape() as tape:
-        d = mining.pairwise_squared_distances(emb)
+        d = distances.tf_squared_l2_matrix(emb)
         total = tf.reduce_sum(d)
     grad = tape.gradient(total, emb).numpy()
     d = d.numpy()
@@ -104,7 +111,7 @@ def test_pairwise_distances_exact_zero_diagonal_nonnegative_finite_gradients():
 
 
 def test_pairwise_distances_float16_input_gives_float32():
-    d = mining.pairwise_squared_distances(np.array([[0, 0], [3, 4]], np.float16))
+    d = distances.tf_squared_l2_matrix(np.array([[0, 0], [3, 4]], np.float16))
     assert d.dtype == tf.float32
     np.testing.assert_array_equal(d.numpy(), [[0, 25], [25, 0]])
 

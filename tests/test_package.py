@@ -8,7 +8,6 @@ from tests.conftest import REPO_ROOT
 
 
 def test_packages_import():
-    import beam_jobs
     import facenet_tf
     assert facenet_tf.__version__
 

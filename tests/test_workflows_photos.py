@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facenet_tf import workflows
 from facenet_tf.detection import FaceDetector
-from facenet_tf.models import pretrained
-from facenet_tf.serving.exporter import export_saved_model
-from facenet_tf.serving.loader import load_embedder
+from facenet_tf.inference.embedders import load_embedder
+from facenet_tf.models import frozen_graph
+from facenet_tf.recognition import workflows
+from facenet_tf.serving.saved_model import export_saved_model
 from tests.conftest import make_tiny_embedding_model
 
 # Two people of LFW, three photos each.
@@ -90,11 +90,11 @@ def _tiny_preprocess():
 @pytest.fixture(scope="module")
 def pretrained_embedder(tmp_path_factory):
     try:
-        model = pretrained.build_pretrained_model()
-    except pretrained.PretrainedNotFoundError as e:
+        model = frozen_graph.build_pretrained_model()
+    except frozen_graph.PretrainedNotFoundError as e:
         pytest.skip(f"pretrained weights not available: {e}")
     out = str(tmp_path_factory.mktemp("pretrained") / "sm")
-    return load_embedder(export_saved_model(model, out, pretrained.PRETRAINED_PREPROCESS))
+    return load_embedder(export_saved_model(model, out, frozen_graph.PRETRAINED_PREPROCESS))
 
 
 @pytest.mark.integration

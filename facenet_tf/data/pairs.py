@@ -26,7 +26,7 @@ import typing
 import numpy as np
 import tensorflow as tf
 
-from facenet_tf import io_utils
+from facenet_tf.common import io_utils
 from facenet_tf.data.image_files import is_image_file
 
 NAMINGS = ("auto", "lfw", "sorted")

@@ -28,7 +28,7 @@ the P x K block, each with its own label) to serve only as negatives.
 import numpy as np
 import tensorflow as tf
 
-from facenet_tf import io_utils
+from facenet_tf.common import io_utils
 from facenet_tf.data import augment as aug
 from facenet_tf.data import preprocess as pp
 from facenet_tf.data import records

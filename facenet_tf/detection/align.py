@@ -163,7 +163,7 @@ def similarity_crop(image, landmarks, config: AlignConfig):
     return warp_affine(image, invert_affine(to_template), config.image_size)
 
 
-def align_face(image, box, landmarks, config: AlignConfig):
+def aligned_crop(image, box, landmarks, config: AlignConfig):
     """One face of a uint8 [H, W, 3] image -> float32 [S, S, 3] in 0..255, by config.method."""
     if config.method == "margin":
         crop = margin_crop(image, box, config)
@@ -173,9 +173,9 @@ def align_face(image, box, landmarks, config: AlignConfig):
     return tf.clip_by_value(crop, 0.0, 255.0)
 
 
-def align_faces(image, boxes, landmarks, config: AlignConfig):
+def aligned_crops(image, boxes, landmarks, config: AlignConfig):
     """Every face of one image: boxes [n, 4], landmarks [n, 5, 2] -> float32 [n, S, S, 3]."""
     size = config.image_size
-    return tf.map_fn(lambda face: align_face(image, face[0], face[1], config),
+    return tf.map_fn(lambda face: aligned_crop(image, face[0], face[1], config),
                      (tf.cast(boxes, tf.float32), tf.cast(landmarks, tf.float32)),
                      fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))

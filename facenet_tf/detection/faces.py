@@ -9,8 +9,13 @@ import numpy as np
 import tensorflow as tf
 
 from facenet_tf.data import images as image_utils
-from facenet_tf.detection.align import AlignConfig, align_faces
-from facenet_tf.detection.detector import FaceDetections, FaceDetector, as_rgb, main_face
+from facenet_tf.detection.align import AlignConfig, aligned_crops
+from facenet_tf.detection.detector import (
+    FaceDetections,
+    FaceDetector,
+    as_rgb,
+    main_face,
+)
 
 KEEP_MODES = ("main", "all")
 
@@ -118,10 +123,10 @@ def find_faces(detector: FaceDetector, photos, config: AlignConfig, keep: str = 
 
 @functools.lru_cache(maxsize=8)
 def _compiled_align(config: AlignConfig):
-    """align_faces for one config, traced once over any image size and face count (eager
+    """aligned_crops for one config, traced once over any image size and face count (eager
     alignment costs ~70 ms a face in op dispatch alone; calling the concrete function skips
     the signature matching of every call)."""
-    return tf.function(lambda image, boxes, landmarks: align_faces(image, boxes, landmarks,
+    return tf.function(lambda image, boxes, landmarks: aligned_crops(image, boxes, landmarks,
                                                                    config),
                        input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
                                         tf.TensorSpec([None, 4], tf.float32),

@@ -4,13 +4,9 @@ import numpy as np
 from sklearn import cluster as skcluster
 from sklearn import metrics as skmetrics
 
+from facenet_tf.triplets import distances
+
 LINKAGES = ("average", "complete", "single")
-
-
-def squared_distance_matrix(embeddings) -> np.ndarray:
-    x = np.asarray(embeddings, dtype=np.float64)
-    sq = np.sum(x * x, axis=1)
-    return np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0)
 
 
 def agglomerative_clusters(embeddings, distance_threshold: float | None = None,
@@ -30,7 +26,7 @@ def agglomerative_clusters(embeddings, distance_threshold: float | None = None,
     model = skcluster.AgglomerativeClustering(
         n_clusters=num_clusters, distance_threshold=distance_threshold, metric="precomputed",
         linkage=linkage)
-    return model.fit_predict(squared_distance_matrix(x)).astype(np.int64)
+    return model.fit_predict(distances.squared_l2_matrix(x)).astype(np.int64)
 
 
 def clustering_scores(labels_true, labels_pred) -> dict:

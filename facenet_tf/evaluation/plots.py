@@ -7,7 +7,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn import metrics as skmetrics
 
-from facenet_tf import io_utils
+from facenet_tf.common import io_utils
 
 
 def _save(fig, path: str) -> str:

@@ -1,6 +1,6 @@
 """The evaluation protocols: LFW-format verification pairs, and retrieval and clustering of an
 identity-per-folder dataset (the command is facenet_tf.evaluate; the trainer evaluates with
-evaluate_model too)."""
+evaluate_pairs_file too)."""
 
 import dataclasses
 import os
@@ -9,16 +9,17 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from facenet_tf import io_utils
+from facenet_tf.common import io_utils
 from facenet_tf.data import image_files
 from facenet_tf.data import images as image_utils
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data import preprocess as pp
-from facenet_tf.evaluation import (batch_embed, clustering, plots, retrieval, verification,
-                                   visualize)
 from facenet_tf.detection.align import AlignConfig
+from facenet_tf.evaluation import clustering, plots, retrieval, verification, visualize
+from facenet_tf.inference import batch_embed
+from facenet_tf.inference.embedders import Embedder
 from facenet_tf.models import quantize
-from facenet_tf.serving.loader import load_embedder
+from facenet_tf.triplets import distances
 
 MAX_LISTED_MISSING = 50
 
@@ -33,14 +34,15 @@ def override_preprocess(base: pp.PreprocessConfig, image_size=None, crop_fractio
     return dataclasses.replace(base, **changes)
 
 
-def evaluate_model(model, pairs_path: str, images_root: str, *,
-                   preprocess: pp.PreprocessConfig | None = None, flip: bool = False,
-                   skip_missing: bool = False, batch_size: int = 64, ext: str = "jpg",
-                   naming: str = "auto", num_folds: int = 10, seed: int = 0,
-                   plots_dir: str | None = None, output_json: str | None = None,
-                   quantized: bool = True, detector=None,
-                   align: AlignConfig | None = None, reference_thresholds=None) -> dict:
-    """Runs the verification protocol of a pairs file on a model (an Embedder or a path).
+def evaluate_pairs_file(embedder: Embedder, pairs_path: str, images_root: str, *,
+                        flip: bool = False, skip_missing: bool = False, batch_size: int = 64,
+                        ext: str = "jpg", naming: str = "auto", num_folds: int = 10,
+                        seed: int = 0, plots_dir: str | None = None,
+                        output_json: str | None = None, quantized: bool = True, detector=None,
+                        align: AlignConfig | None = None, reference_thresholds=None) -> dict:
+    """Runs the verification protocol of a pairs file with a loaded model (an Embedder; load one
+    with facenet_tf.inference.embedders.load_embedder, or pass `embedder.with_preprocess(...)`
+    to evaluate under other preprocessing).
 
     Files with a `FOLDS<TAB>N` header (LFW View 2, our generated files) use their own folds;
     others a seeded `num_folds` split. Missing images raise FileNotFoundError listing them,
@@ -51,7 +53,6 @@ def evaluate_model(model, pairs_path: str, images_root: str, *,
     reference_thresholds: another model's per-fold thresholds on the same pairs (its result's
     "fold_thresholds"), to also score this one at them (verification.evaluate_pairs).
     """
-    embedder = load_embedder(model, preprocess)
     parsed = pairs_lib.parse_pairs(pairs_path)
     resolver = pairs_lib.ImageResolver(images_root, ext=ext, naming=naming)
     paths = [(resolver.path(p.name1, p.idx1), resolver.path(p.name2, p.idx2))
@@ -83,13 +84,13 @@ def evaluate_model(model, pairs_path: str, images_root: str, *,
     else:
         align = align or batch_embed.align_config_for(embedder)
         emb, no_face = _embed_main_faces(embedder, detector, flat, align, batch_size, flip)
-    d = verification.squared_l2(emb[0::2], emb[1::2])
+    d = distances.squared_l2(emb[0::2], emb[1::2])
     result = verification.evaluate_pairs(d, issame, folds=folds, num_folds=num_folds, seed=seed,
                                          reference_thresholds=reference_thresholds)
     if quantized:
         # The paper's 128-byte embeddings: distances between the stored int8 codes.
         q = quantize.dequantize_embeddings(quantize.quantize_embeddings(emb))
-        qr = verification.evaluate_pairs(verification.squared_l2(q[0::2], q[1::2]), issame,
+        qr = verification.evaluate_pairs(distances.squared_l2(q[0::2], q[1::2]), issame,
                                          folds=folds, num_folds=num_folds, seed=seed)
         for key in ("accuracy_mean", "accuracy_std", "val_at_far_1e-3", "val_at_far_1e-2",
                     "roc_auc"):
@@ -146,8 +147,7 @@ def identity_labels(paths, root: str) -> list:
     return [os.path.relpath(p, root).split(os.sep)[0] for p in paths]
 
 
-def evaluate_identity_folder(model, images_root: str, *,
-                             preprocess: pp.PreprocessConfig | None = None, flip: bool = False,
+def evaluate_identity_folder(embedder: Embedder, images_root: str, *, flip: bool = False,
                              batch_size: int = 64, distance_threshold: float | None = None,
                              linkage: str = "average", output_json: str | None = None,
                              projector_dir: str | None = None) -> dict:
@@ -155,7 +155,6 @@ def evaluate_identity_folder(model, images_root: str, *,
     identity-per-folder dataset. The clustering threshold defaults to the model's recommended
     threshold, else the true number of identities is used as the cluster count. projector_dir:
     also write a TensorBoard projector log (identity, predicted cluster, image, sprite)."""
-    embedder = load_embedder(model, preprocess)
     paths = image_files.list_images(images_root)
     if not paths:
         raise ValueError(f"{images_root}: no images found")

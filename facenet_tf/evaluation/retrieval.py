@@ -9,6 +9,8 @@ ranks that are correct.
 
 import numpy as np
 
+from facenet_tf.triplets import distances
+
 
 def retrieval_metrics(embeddings, labels, chunk_size: int = 1024) -> dict:
     """precision_at_1, r_precision and map_at_r, averaged over queries with R >= 1."""
@@ -19,11 +21,10 @@ def retrieval_metrics(embeddings, labels, chunk_size: int = 1024) -> dict:
     _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
     r_all = counts[inverse] - 1
     max_r = int(r_all.max()) if y.size else 0
-    sq = np.sum(x * x, axis=1)
     p1, rprec, mapr = [], [], []
     for start in range(0, y.size, chunk_size):
         q = slice(start, min(start + chunk_size, y.size))
-        dist = sq[q, None] + sq[None, :] - 2.0 * (x[q] @ x.T)
+        dist = distances.squared_l2_matrix(x[q], x, dtype=np.float32)
         rows = np.arange(q.start, q.stop)
         dist[rows - q.start, rows] = np.inf  # a query never retrieves itself
         k = min(max(max_r, 1), y.size - 1)

@@ -142,8 +142,3 @@ def evaluate_pairs(distances, issame, folds=None, num_folds: int = 10, seed: int
     return result
 
 
-def squared_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise squared L2 distances between two [N, D] arrays."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    return np.sum(np.square(a - b), axis=-1)

@@ -10,7 +10,7 @@ import tensorflow as tf
 from PIL import Image, ImageDraw
 from tensorboard.plugins import projector
 
-from facenet_tf import io_utils
+from facenet_tf.common import io_utils
 from facenet_tf.data.image_files import read_encoded
 
 THUMBNAIL_SIZE = 64

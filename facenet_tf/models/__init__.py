@@ -1,5 +1,5 @@
 """Embedding networks by name: the paper's NN1..NN4, NNS1, NNS2, Inception-ResNet-v1, and
-"pretrained" (Inception-ResNet-v1 with the converted FaceNet weights, facenet_tf.models.pretrained).
+"pretrained" (Inception-ResNet-v1 with the converted FaceNet weights, facenet_tf.models.frozen_graph).
 
 `build_model(name)` returns a Keras model mapping standardised float32 images [B, H, W, 3]
 to L2-normalised float32 embeddings [B, embedding_dim] (float32 even under a mixed policy).
@@ -7,7 +7,12 @@ to L2-normalised float32 embeddings [B, embedding_dim] (float32 even under a mix
 
 import keras
 
-from facenet_tf.models import inception, inception_resnet_v1, pretrained, zeiler_fergus
+from facenet_tf.models import (
+    frozen_graph,
+    inception,
+    inception_resnet_v1,
+    zeiler_fergus,
+)
 from facenet_tf.models.card import model_card
 
 ARCHITECTURES = ("nn1", "nn2", "nn3", "nn4", "nns1", "nns2", "inception_resnet_v1")
@@ -42,18 +47,18 @@ def build_model(name: str, embedding_dim: int | None = None, input_shape=None, s
 
     seed: seeds Keras' weight initialisation (same seed, same weights). options go to the
     family's builder: use_batch_norm / dropout (paper models), dropout / bn_inference_only
-    (inception_resnet_v1), those of facenet_tf.models.pretrained.build_pretrained_model for
+    (inception_resnet_v1), those of facenet_tf.models.frozen_graph.build_pretrained_model for
     "pretrained", whose sizes are fixed (160x160 in, 512-D out) and whose weights are given.
     embedding_dim defaults to the paper's 128.
     """
     if name == PRETRAINED:
-        fixed = {"embedding_dim": (embedding_dim, pretrained.EMBEDDING_DIM),
+        fixed = {"embedding_dim": (embedding_dim, frozen_graph.EMBEDDING_DIM),
                  "input_shape": (None if input_shape is None else tuple(input_shape),
-                                 pretrained.INPUT_SHAPE)}
+                                 frozen_graph.INPUT_SHAPE)}
         for arg, (given, size) in fixed.items():
             if given is not None and given != size:
                 raise ValueError(f"the pretrained model's {arg} is {size}, got {given}")
-        return pretrained.build_pretrained_model(**options)
+        return frozen_graph.build_pretrained_model(**options)
     _check_name(name)
     if embedding_dim is None:
         embedding_dim = DEFAULT_EMBEDDING_DIM

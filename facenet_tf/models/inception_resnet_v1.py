@@ -1,7 +1,7 @@
 """Inception-ResNet-v1 (Szegedy et al. 2016) as used by the widely shared FaceNet models.
 
 Layer names follow the TF-slim scopes of those models with "/" written as "__" (e.g.
-"Repeat__block35_1__Branch_0__Conv2d_1x1_conv"), so `facenet_tf.models.pretrained` can map every
+"Repeat__block35_1__Branch_0__Conv2d_1x1_conv"), so `facenet_tf.models.frozen_graph` can map every
 weight of the frozen graph by name. Each convolution is conv (no bias) + batch norm
 (slim's: no scale, epsilon 1e-3) + ReLU; the residual up-projections have a bias and no
 batch norm; the embedding is Bottleneck (dense, no bias) + batch norm, then L2.

@@ -8,12 +8,15 @@ the whole network; small batches (latency-bound) run the XLA build, large batche
 (compute-bound) the oneDNN graph, which is faster there.
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
-import keras
 from keras import layers
+
 # The TF2 freezing pass; TensorFlow exposes no public alias for it (TFLite uses it too).
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+from tensorflow.python.framework.convert_to_constants import (
+    convert_variables_to_constants_v2,
+)
 
 # Batches up to this size run the XLA build (about 1.1x the oneDNN graph at batch 1 on the
 # pretrained Inception-ResNet-v1 here); larger ones the oneDNN graph (about 1.3x XLA at 64).

@@ -10,7 +10,12 @@ use_batch_norm=False.
 import keras
 from keras import layers
 
-from facenet_tf.models.layers import LocalResponseNorm, Maxout, conv_bn_relu, embedding_head
+from facenet_tf.models.layers import (
+    LocalResponseNorm,
+    Maxout,
+    conv_bn_relu,
+    embedding_head,
+)
 
 DEFAULT_INPUT_SHAPE = (220, 220, 3)
 

@@ -20,13 +20,14 @@ import apache_beam as beam
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from facenet_tf import io_utils, runinfo
+from facenet_tf.common import io_utils, runinfo
+from facenet_tf.common.progress import progress
 from facenet_tf.detection.align import AlignConfig
 from facenet_tf.detection.detector import FaceDetector
 from facenet_tf.detection.faces import align_detected, encode_png, iter_detections
 from facenet_tf.pipelines import beam_utils
-from facenet_tf.pipelines.options import pipeline_options as make_pipeline_options, runner_of
-from facenet_tf.progress import progress
+from facenet_tf.pipelines.options import pipeline_options as make_pipeline_options
+from facenet_tf.pipelines.options import runner_of
 
 ALIGNED_FORMAT = "facenet_tf.aligned_faces"
 ALIGNED_VERSION = 1

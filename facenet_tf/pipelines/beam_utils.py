@@ -13,7 +13,7 @@ import apache_beam as beam
 import tensorflow as tf
 from apache_beam.pipeline import PipelineVisitor
 
-from facenet_tf import io_utils
+from facenet_tf.common import io_utils
 from facenet_tf.data import records
 
 WRITE_MS = "write_ms"

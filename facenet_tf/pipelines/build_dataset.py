@@ -21,11 +21,12 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from facenet_tf import runinfo
+from facenet_tf.common import runinfo
+from facenet_tf.common.progress import progress
 from facenet_tf.data import images, readers, records
 from facenet_tf.pipelines import beam_utils
-from facenet_tf.pipelines.options import pipeline_options as make_pipeline_options, runner_of
-from facenet_tf.progress import progress
+from facenet_tf.pipelines.options import pipeline_options as make_pipeline_options
+from facenet_tf.pipelines.options import runner_of
 
 DEFAULT_NUM_SHARDS = 8
 _NAMESPACE = "build_dataset"

@@ -2,7 +2,7 @@
 
 Samples subsets of identities from a dataset written by beam_jobs.build_dataset, embeds every
 chosen image once with a model (loaded once per worker), mines each subset's triplets with
-facenet_tf.mining.select_triplets and writes them as sharded triplet TFRecords; the
+facenet_tf.triplets.mining.select_triplets and writes them as sharded triplet TFRecords; the
 generation's manifest.json is written last, so readers only ever see complete generations.
 
 Runs on Beam's in-process FnApiRunner by default (facenet_tf.pipelines.options), or on any
@@ -22,12 +22,14 @@ import numpy as np
 import tensorflow as tf
 from apache_beam.utils.shared import Shared
 
-from facenet_tf import io_utils, mining, runinfo
+from facenet_tf.common import io_utils, runinfo
 from facenet_tf.data import readers, records
 from facenet_tf.data.preprocess import PreprocessConfig
 from facenet_tf.pipelines import beam_utils
 from facenet_tf.pipelines import mining_transforms as mt
-from facenet_tf.pipelines.options import pipeline_options as make_pipeline_options, runner_of
+from facenet_tf.pipelines.options import pipeline_options as make_pipeline_options
+from facenet_tf.pipelines.options import runner_of
+from facenet_tf.triplets import mining
 
 STRATEGIES = mining.STRATEGIES
 

@@ -15,11 +15,11 @@ import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 
-from facenet_tf import mining
 from facenet_tf.data import preprocess, records
+from facenet_tf.inference.embedders import load_embedder
 from facenet_tf.models.inference import XLA_MAX_BATCH
 from facenet_tf.pipelines.beam_utils import ms_since, stable_hash
-from facenet_tf.serving.loader import load_embedder
+from facenet_tf.triplets import distances, mining
 
 NAMESPACE = "mine_triplets"
 # Counters of milliseconds spent per stage (summed over workers), for profiling the job;
@@ -216,7 +216,7 @@ class EmbedImages(beam.DoFn):
 
 def load_job_embedder(model_path: str, preprocess_dict: dict | None, batch_size: int,
                       shared_model=None):
-    """The job's embedder (facenet_tf.serving.loader.load_embedder), through `shared_model` if
+    """The job's embedder (facenet_tf.inference.embedders.load_embedder), through `shared_model` if
     given.
 
     The job always embeds whole batches of batch_size, so a `.keras` model's XLA build for
@@ -257,7 +257,7 @@ def selection_function(strategy: str, alpha: float, options: dict):
     process for every subset size (and kept for later generations), so mining a subset is one
     TF call instead of a few hundred eager ops. It draws what select_triplets would with `seed`.
 
-    The semi-hard count comes from facenet_tf.mining's own semi-hard rule: it is the number of
+    The semi-hard count comes from facenet_tf.triplets.mining's own semi-hard rule: it is the number of
     semi_hard triplets (one per pair whose band d(a,p) < d(a,n) < d(a,p) + alpha is not empty);
     for any other selection a second, deterministic semi_hard selection is counted.
     """
@@ -281,7 +281,7 @@ def _selection_function(strategy: str, alpha: float, option_items: tuple):
         else:
             semi_hard = mining.select_triplets(embeddings, labels, "semi_hard", alpha=alpha,
                                                seed=seed, choose="hardest")
-        return (triplets, mining.pairwise_squared_distances(embeddings),
+        return (triplets, distances.tf_squared_l2_matrix(embeddings),
                 tf.shape(semi_hard)[0])
 
     def run(embeddings, labels, seed: int):
@@ -291,7 +291,7 @@ def _selection_function(strategy: str, alpha: float, option_items: tuple):
 
 
 class MineSubset(beam.DoFn):
-    """Mines one subset's triplets with facenet_tf.mining.select_triplets.
+    """Mines one subset's triplets with facenet_tf.triplets.mining.select_triplets.
 
     Main output, per shard that gets some of the subset's triplets: (shard, rows), rows of
     ((sort key, subset, anchor id, positive id, negative id), (labels), d_ap, d_an). Tagged

@@ -20,13 +20,13 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from facenet_tf import io_utils, runinfo
+from facenet_tf.common import io_utils, runinfo
 from facenet_tf.data import image_files, readers
 from facenet_tf.data import images as image_utils
 from facenet_tf.data import preprocess as pp
 from facenet_tf.models import quantize
 from facenet_tf.models.inference import fold_batch_norm
-from facenet_tf.serving.exporter import model_image_size, weights_fingerprint
+from facenet_tf.serving.saved_model import model_image_size, weights_fingerprint
 
 FLOAT32_FILE = "model_float32.tflite"
 INT8_FILE = "model_int8.tflite"

@@ -3,12 +3,12 @@ preprocessing, the optimizer, and the compiled Keras model (offline triplets or 
 
 import keras
 
-from facenet_tf import losses
 from facenet_tf import models
 from facenet_tf.data.preprocess import PreprocessConfig
-from facenet_tf.models import pretrained
+from facenet_tf.models import frozen_graph
 from facenet_tf.training.config import TrainConfig
 from facenet_tf.training.model_wrapper import TripletEmbeddingModel
+from facenet_tf.triplets import losses
 
 
 def preprocess_config(config: TrainConfig, input_shape) -> PreprocessConfig:
@@ -16,16 +16,16 @@ def preprocess_config(config: TrainConfig, input_shape) -> PreprocessConfig:
     if config.model == models.PRETRAINED:
         # The pretrained weights' own standardisation; the crop depends on the data (0.52 for
         # LFW's 250x250 thumbnails, 1.0 for tight face crops such as ORL).
-        return PreprocessConfig(image_size=pretrained.PRETRAINED_PREPROCESS.image_size,
+        return PreprocessConfig(image_size=frozen_graph.PRETRAINED_PREPROCESS.image_size,
                                 crop_fraction=config.crop_fraction,
-                                standardization=pretrained.PRETRAINED_PREPROCESS.standardization)
+                                standardization=frozen_graph.PRETRAINED_PREPROCESS.standardization)
     return PreprocessConfig(image_size=tuple(input_shape[:2]), crop_fraction=config.crop_fraction)
 
 
-def build_embedder(config: TrainConfig, embedder_fn=None) -> keras.Model:
-    """The embedding network: `embedder_fn()` if given, else facenet_tf.models by name."""
-    if embedder_fn is not None:
-        return embedder_fn()
+def build_network(config: TrainConfig, network_fn=None) -> keras.Model:
+    """The embedding network: `network_fn()` if given, else facenet_tf.models by name."""
+    if network_fn is not None:
+        return network_fn()
     if config.model == models.PRETRAINED:
         return models.build_model(models.PRETRAINED)
     return models.build_model(config.model, embedding_dim=config.embedding_dim,
@@ -53,22 +53,22 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     return keras.optimizers.SGD(learning_rate=lr, momentum=config.momentum)
 
 
-def compile_model(config: TrainConfig, distribute_strategy, embedder_fn=None):
-    """(training model, embedder, optimizer), built and compiled in the tf.distribute scope."""
+def compile_model(config: TrainConfig, distribute_strategy, network_fn=None):
+    """(training model, embedding network, optimizer), built and compiled in the tf.distribute scope."""
     with distribute_strategy.scope():
-        embedder = build_embedder(config, embedder_fn)
+        network = build_network(config, network_fn)
         optimizer = make_optimizer(config)
-        input_shape = tuple(embedder.input_shape[1:])
+        input_shape = tuple(network.input_shape[1:])
         if config.mining == "offline":
-            model = TripletEmbeddingModel(embedder, name="triplet_trainer")
+            model = TripletEmbeddingModel(network, name="triplet_trainer")
             model.build((None, 3) + input_shape)
             model.compile(optimizer=optimizer, loss=losses.OfflineTripletLoss(config.alpha),
                           metrics=losses.offline_triplet_metrics(config.alpha),
                           jit_compile=False)
         else:
-            model = embedder
+            model = network
             mining_args = dict(strategy=config.strategy, alpha=config.alpha, seed=config.seed)
             model.compile(optimizer=optimizer, loss=losses.OnlineTripletLoss(**mining_args),
                           metrics=losses.triplet_metrics(**mining_args), jit_compile=False)
-        optimizer.build(embedder.trainable_variables)
-    return model, embedder, optimizer
+        optimizer.build(network.trainable_variables)
+    return model, network, optimizer

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from facenet_tf import io_utils
+from facenet_tf.common import io_utils
 from facenet_tf.pipelines.mine_triplets import MiningConfig
 
 MINING_MODES = ("offline", "online")

@@ -7,7 +7,7 @@ import time
 
 import tensorflow as tf
 
-from facenet_tf import io_utils
+from facenet_tf.common import io_utils
 from facenet_tf.pipelines.mine_triplets import mine_triplets
 from facenet_tf.training.config import TrainConfig
 

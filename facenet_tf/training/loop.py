@@ -8,34 +8,38 @@ import sys
 import keras
 import tensorflow as tf
 
-from facenet_tf import io_utils, runinfo
+from facenet_tf.common import io_utils, runinfo
 from facenet_tf.data.augment import AugmentConfig
 from facenet_tf.data.readers import pk_batches
 from facenet_tf.training import builders, distribution, triplet_data
 from facenet_tf.training.callbacks import TrainingCallback
 from facenet_tf.training.config import TrainConfig
-from facenet_tf.training.evaluator import Evaluator
-from facenet_tf.training.exports import RunExports
-from facenet_tf.training.generations import GenerationMiner, mining_seed, wait_for_generation
+from facenet_tf.training.generations import (
+    GenerationMiner,
+    mining_seed,
+    wait_for_generation,
+)
 from facenet_tf.training.run_dir import RunDir
+from facenet_tf.training.snapshots import RunSnapshots
 from facenet_tf.training.state import Checkpointer, TrainingDiverged
+from facenet_tf.training.validation import Validator
 
 logger = logging.getLogger("facenet_tf.train")
 logger.setLevel(logging.INFO)
 
 
-def train(config: TrainConfig, embedder_fn=None, distribute_strategy=None) -> dict:
+def train(config: TrainConfig, network_fn=None, distribute_strategy=None) -> dict:
     """Trains per `config` (resuming from model_dir if a run is there); returns final metrics.
 
     Returns step, generation, export_dir, final loss, the loss history, every evaluation, the
-    final and the best one. `embedder_fn` (optional) builds a custom embedding network instead
+    final and the best one. `network_fn` (optional) builds a custom embedding network instead
     of config.model; `distribute_strategy` overrides the tf.distribute strategy that
     config.distribution selects.
     """
     if distribute_strategy is None:
         distribute_strategy = distribution.make_distribute_strategy(config.distribution,
                                                                     config.num_cpu_replicas)
-    run = _Training(config, distribute_strategy, embedder_fn)
+    run = _Training(config, distribute_strategy, network_fn)
     try:
         return run.run()
     finally:
@@ -46,7 +50,7 @@ def train(config: TrainConfig, embedder_fn=None, distribute_strategy=None) -> di
 class _Training:
     """One training run: what it builds at the start, and its loops."""
 
-    def __init__(self, config: TrainConfig, distribute_strategy, embedder_fn):
+    def __init__(self, config: TrainConfig, distribute_strategy, network_fn):
         self.config = config
         self.chief = distribution.is_chief(distribute_strategy)
         self.run_dir = RunDir(config.model_dir)
@@ -54,10 +58,10 @@ class _Training:
         if self.chief:
             runinfo.write(self.run_dir.run_info, flags=config.to_dict())
             config.save(self.run_dir.train_config)
-        self.model, self.embedder, optimizer = builders.compile_model(
-            config, distribute_strategy, embedder_fn)
-        self.preprocess = builders.preprocess_config(config, self.embedder.input_shape[1:])
-        self.checkpointer = Checkpointer(self.run_dir, self.embedder, optimizer, self.chief,
+        self.model, self.network, optimizer = builders.compile_model(
+            config, distribute_strategy, network_fn)
+        self.preprocess = builders.preprocess_config(config, self.network.input_shape[1:])
+        self.checkpointer = Checkpointer(self.run_dir, self.network, optimizer, self.chief,
                                          "%s-%d" % distribution.task_info())
         self.state = self.checkpointer.load()
         if self.state.step:
@@ -65,15 +69,15 @@ class _Training:
                         self.state.step, self.state.generation, self.state.checkpoint)
         self.writer = (tf.summary.create_file_writer(self.run_dir.tensorboard)
                        if self.chief else None)
-        self.evaluator = Evaluator(self.run_dir, config.eval_pairs, config.eval_images,
+        self.validator = Validator(self.run_dir, config.eval_pairs, config.eval_images,
                                    self.checkpointer.checkpoint, self.writer)
-        self.exports = RunExports(self.run_dir, self.embedder, self.preprocess,
+        self.snapshots = RunSnapshots(self.run_dir, self.network, self.preprocess,
                                   {"model": config.model, "mining": config.mining,
                                    "alpha": config.alpha})
 
     def run(self) -> dict:
         config, state = self.config, self.state
-        if state.step == 0 and self.evaluator.enabled and self.chief and not state.evals:
+        if state.step == 0 and self.validator.enabled and self.chief and not state.evals:
             self.evaluate_now()  # the untrained baseline
             self.checkpointer.save(state)
         if config.steps > state.step:
@@ -88,7 +92,7 @@ class _Training:
             # that the export carries the threshold the evaluation chose and facenet_tf.compare
             # needs no --threshold.
             final_eval = self.evaluate_now()
-            self.exports.export(final_dir, state.step,
+            self.snapshots.write(final_dir, state.step,
                                 threshold=final_eval.get("threshold_mean") if final_eval else None)
             self.checkpointer.save(state)
         return {
@@ -104,11 +108,11 @@ class _Training:
 
     def evaluate_now(self) -> dict | None:
         """Evaluates the current weights once per step, through the export made for this step."""
-        if not (self.chief and self.evaluator.enabled):
+        if not (self.chief and self.validator.enabled):
             return None
         if self.state.evals and self.state.evals[-1]["step"] == self.state.step:
             return self.state.evals[-1]
-        return self.evaluator.evaluate(self.exports.at_step(self.state.step), self.state)
+        return self.validator.evaluate(self.snapshots.at_step(self.state.step), self.state)
 
     def fit(self, make_dataset, until_step: int) -> None:
         """model.fit from state.step to until_step, one checkpoint per interval.
@@ -150,7 +154,7 @@ class _Training:
             if not background:
                 wait_for_generation(out)
             return
-        export_path = self.exports.at_step(self.state.step)
+        export_path = self.snapshots.at_step(self.state.step)
         if background:
             miner.start(generation, export_path, out)
         else:

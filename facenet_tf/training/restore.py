@@ -5,7 +5,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from facenet_tf import io_utils
+from facenet_tf.common import io_utils
 from facenet_tf.data.preprocess import PreprocessConfig
 from facenet_tf.training import builders
 from facenet_tf.training.config import TrainConfig
@@ -14,8 +14,8 @@ from facenet_tf.training.state import read_state
 
 
 @dataclasses.dataclass
-class RestoredEmbedder:
-    model: keras.Model               # the embedding network with the checkpoint's weights
+class RestoredNetwork:
+    network: keras.Model             # the embedding network with the checkpoint's weights
     preprocess: PreprocessConfig     # the preprocessing the run trained with
     step: int | None
     threshold: float | None          # the run's best verification threshold, if it evaluated
@@ -47,7 +47,7 @@ def run_config(run_dir: RunDir) -> TrainConfig:
                             f"{run_dir.train_config} to rebuild the network from)")
 
 
-def restore_embedder(path: str) -> RestoredEmbedder:
+def restore_network(path: str) -> RestoredNetwork:
     """Loads the weights of a trainer checkpoint (checkpoints/ckpt-N, or best/) into a fresh
     copy of the run's network, built from the run's recorded config."""
     prefix = checkpoint_prefix(path)
@@ -56,14 +56,14 @@ def restore_embedder(path: str) -> RestoredEmbedder:
         config = run_config(run_dir)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{prefix}: {e}") from None
-    embedder = builders.build_embedder(config)
-    tf.train.Checkpoint(model=embedder).restore(prefix).expect_partial() \
+    network = builders.build_network(config)
+    tf.train.Checkpoint(model=network).restore(prefix).expect_partial() \
         .assert_existing_objects_matched()
     state = read_state(run_dir)
     threshold = (state.best or {}).get("threshold_mean") if state else None
     number = prefix.rsplit("-", 1)[-1]
-    return RestoredEmbedder(model=embedder,
+    return RestoredNetwork(network=network,
                             preprocess=builders.preprocess_config(config,
-                                                                  embedder.input_shape[1:]),
+                                                                  network.input_shape[1:]),
                             step=int(number) if number.isdigit() else None,
                             threshold=threshold, checkpoint=prefix)

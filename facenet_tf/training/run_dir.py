@@ -1,7 +1,7 @@
 """The layout of a training run's directory: the one place its file and folder names are spelled.
 
     MODEL_DIR/
-      run_info.json       git revision, flags, package versions (facenet_tf.runinfo)
+      run_info.json       git revision, flags, package versions (facenet_tf.common.runinfo)
       train_config.json   the run's TrainConfig, read back to rebuild its network
       train_state.json    where the run is (facenet_tf.training.state.TrainState)
       checkpoints/        weights + optimizer, latest few
@@ -18,7 +18,7 @@ import os
 
 import tensorflow as tf
 
-from facenet_tf import io_utils
+from facenet_tf.common import io_utils
 
 _GENERATIONS, _GENERATION_PREFIX = "triplets", "gen-"
 _EXPORTS, _STEP_EXPORT_PREFIX = "exports", "step-"
@@ -86,7 +86,7 @@ class RunDir:
         return self._join(_GENERATIONS, f"{_GENERATION_PREFIX}{generation:05d}")
 
     def step_export(self, step: int) -> str:
-        """The SavedModel of the weights at `step` (read by the miner and the evaluator)."""
+        """The SavedModel of the weights at `step` (read by the miner and by validation)."""
         return self._join(_EXPORTS, f"{_STEP_EXPORT_PREFIX}{step:08d}")
 
     def prune_generations(self, current_generation: int, keep: int) -> list:

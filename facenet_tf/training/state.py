@@ -6,7 +6,7 @@ import shutil
 
 import tensorflow as tf
 
-from facenet_tf import io_utils
+from facenet_tf.common import io_utils
 from facenet_tf.training.run_dir import RunDir
 
 
@@ -51,13 +51,13 @@ class Checkpointer:
     so a kill between the two writes resumes from the previous consistent pair.
     """
 
-    def __init__(self, run_dir: RunDir, embedder, optimizer, is_chief: bool = True,
+    def __init__(self, run_dir: RunDir, network, optimizer, is_chief: bool = True,
                  worker_id: str = "0", max_to_keep: int = 3):
         self.run_dir = run_dir
         self.is_chief = is_chief
         # Non-chief workers must take part in saving but write to a scratch directory.
         directory = run_dir.checkpoints if is_chief else run_dir.scratch(worker_id)
-        self.checkpoint = tf.train.Checkpoint(model=embedder, optimizer=optimizer)
+        self.checkpoint = tf.train.Checkpoint(model=network, optimizer=optimizer)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
                                                   max_to_keep=max_to_keep)
 

@@ -3,11 +3,15 @@
 import numpy as np
 import tensorflow as tf
 
-from facenet_tf import io_utils
-from facenet_tf.data import records
+from facenet_tf.common import io_utils
 from facenet_tf.data import augment as aug
-from facenet_tf.data.preprocess import (PreprocessConfig, decode_error_message, decode_image,
-                                         preprocess_image)
+from facenet_tf.data import records
+from facenet_tf.data.preprocess import (
+    PreprocessConfig,
+    decode_error_message,
+    decode_image,
+    preprocess_image,
+)
 from facenet_tf.training.config import TrainConfig
 
 

@@ -2,7 +2,6 @@
 
 import io
 import os
-import shutil
 import subprocess
 import sys
 
@@ -11,9 +10,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from facenet_tf.pipelines import build_dataset as job
-from facenet_tf import io_utils
+from facenet_tf.common import io_utils
 from facenet_tf.data import records
+from facenet_tf.pipelines import build_dataset as job
 from tests.conftest import REPO_ROOT, make_image_folder
 
 

@@ -2,7 +2,6 @@
 
 import os
 
-import numpy as np
 import pytest
 
 from facenet_tf.data import pairs as P

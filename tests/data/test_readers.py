@@ -6,13 +6,12 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from PIL import Image
 
-from facenet_tf.pipelines import build_dataset as job
 from facenet_tf.data import augment as aug
 from facenet_tf.data import readers
 from facenet_tf.data.preprocess import PreprocessConfig
+from facenet_tf.pipelines import build_dataset as job
 
 SIZE = (16, 12)
 COUNTS = {"ann": 1, "bob": 2, "cat": 3, "dan": 5, "eve": 5, "fay": 6, "gus": 1, "hal": 4}

@@ -5,9 +5,9 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from facenet_tf.pipelines import build_dataset as job
 from facenet_tf.data import readers
 from facenet_tf.data.preprocess import PreprocessConfig
+from facenet_tf.pipelines import build_dataset as job
 from tests.conftest import make_image_folder
 
 

@@ -89,7 +89,7 @@ def test_warped_dots_land_on_the_template(scale, degrees):
     np.testing.assert_allclose(align.apply_transform(to_template, landmarks), template,
                                atol=0.05)
     # ... and the warped image shows the dots there.
-    crop = align.align_face(image, np.zeros(4), landmarks, config).numpy()
+    crop = align.aligned_crop(image, np.zeros(4), landmarks, config).numpy()
     assert crop.shape == (160, 160, 3)
     found = _dot_centres(crop, template)
     assert np.max(np.linalg.norm(found - template, axis=1)) < 2.0, found - template
@@ -110,14 +110,14 @@ def test_margin_crop_reads_exactly_the_margin_box():
     image = np.zeros((250, 200, 3), np.uint8)
     image[4:166, 0:126] = 255  # exactly the box of the case above
     config = align.AlignConfig(image_size=160, margin=32, method="margin")
-    crop = align.align_face(image, np.array([10.3, 20.7, 110.2, 150.9]), np.zeros((5, 2)),
+    crop = align.aligned_crop(image, np.array([10.3, 20.7, 110.2, 150.9]), np.zeros((5, 2)),
                             config).numpy()
     assert crop.shape == (160, 160, 3)
     np.testing.assert_allclose(crop, 255.0, atol=1e-3)
     # One pixel more on any side would bring in black.
     image[3, 60] = 0
     image[100, 126] = 0
-    again = align.align_face(image, np.array([10.3, 20.7, 110.2, 150.9]), np.zeros((5, 2)),
+    again = align.aligned_crop(image, np.array([10.3, 20.7, 110.2, 150.9]), np.zeros((5, 2)),
                              config).numpy()
     np.testing.assert_array_equal(again, crop)
 
@@ -130,20 +130,20 @@ def test_align_faces_is_align_face_per_face_and_deterministic():
                           [[70, 40], [100, 42], [85, 60], [72, 80], [98, 82]]], np.float32)
     for method in align.METHODS:
         config = align.AlignConfig(image_size=64, method=method)
-        crops = align.align_faces(image, boxes, landmarks, config).numpy()
+        crops = align.aligned_crops(image, boxes, landmarks, config).numpy()
         assert crops.shape == (2, 64, 64, 3) and crops.dtype == np.float32
         for k in range(2):
             np.testing.assert_array_equal(
-                crops[k], align.align_face(image, boxes[k], landmarks[k], config).numpy())
-        again = align.align_faces(image, boxes, landmarks, config).numpy()
+                crops[k], align.aligned_crop(image, boxes[k], landmarks[k], config).numpy())
+        again = align.aligned_crops(image, boxes, landmarks, config).numpy()
         assert again.tobytes() == crops.tobytes()
-        none = align.align_faces(image, np.zeros((0, 4)), np.zeros((0, 5, 2)), config)
+        none = align.aligned_crops(image, np.zeros((0, 4)), np.zeros((0, 5, 2)), config)
         assert none.shape == (0, 64, 64, 3)
 
 
 def test_align_traces_over_unknown_image_sizes():
     config = align.AlignConfig(image_size=32, method="similarity")
-    run = tf.function(lambda image, boxes, landmarks: align.align_faces(
+    run = tf.function(lambda image, boxes, landmarks: align.aligned_crops(
         image, boxes, landmarks, config), input_signature=[
         tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([None, 4], tf.float32),
         tf.TensorSpec([None, 5, 2], tf.float32)])
@@ -181,7 +181,7 @@ def test_landmarks_redetected_on_aligned_crops_are_where_the_transform_put_them(
         i = main_face(found, *image.shape[:2])
         to_template = align.similarity_transform(found.landmarks[i], template)
         mapped.append(align.apply_transform(to_template, found.landmarks[i]).numpy())
-        crop = align.align_face(image, found.boxes[i], found.landmarks[i], config).numpy()
+        crop = align.aligned_crop(image, found.boxes[i], found.landmarks[i], config).numpy()
         crops.append(np.round(crop).astype(np.uint8))
     errors = []
     for crop, expected, again in zip(crops, mapped, detector.detect(crops)):

@@ -6,11 +6,10 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from mtcnn import MTCNN  # the oracle for the agreement test
 from PIL import Image
 
 from facenet_tf.detection import FaceDetections, FaceDetector, main_face
-
-from mtcnn import MTCNN  # the oracle for the agreement test
 
 
 @pytest.fixture(scope="module")

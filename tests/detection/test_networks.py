@@ -5,13 +5,13 @@ import joblib
 import numpy as np
 import pytest
 
-from facenet_tf.detection import networks
-
 # The oracle: PyPI mtcnn's Keras models, built and loaded its own way.
 from mtcnn.network.onet import ONet
 from mtcnn.network.pnet import PNet
 from mtcnn.network.rnet import RNet
 from mtcnn.utils.tensorflow import load_weights as package_load_weights
+
+from facenet_tf.detection import networks
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""evaluate_model / identity-folder evaluation / embed / compare / cluster on tiny data."""
+"""evaluate_pairs_file / identity-folder evaluation / embed / compare / cluster on tiny data."""
 
 import json
 import os
@@ -10,13 +10,13 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from facenet_tf import workflows
-from facenet_tf.evaluation import batch_embed, protocols
-from facenet_tf.serving import exporter
-from facenet_tf.serving.loader import load_embedder
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data import preprocess as pp
-from facenet_tf.evaluation import verification
+from facenet_tf.evaluation import protocols, verification
+from facenet_tf.inference import batch_embed
+from facenet_tf.inference.embedders import load_embedder
+from facenet_tf.recognition import workflows
+from facenet_tf.serving import saved_model
 from tests.conftest import make_image_folder, make_tiny_embedding_model
 
 CFG = pp.PreprocessConfig(image_size=(32, 32), crop_fraction=0.9)
@@ -28,7 +28,7 @@ def setup(tmp_path_factory):
     faces = make_image_folder(str(root / "faces"), num_identities=8, images_per_identity=4,
                               size=(40, 36), seed=1)
     model = make_tiny_embedding_model()
-    path = exporter.export_saved_model(model, str(root / "model"), CFG, threshold=0.5)
+    path = saved_model.export_saved_model(model, str(root / "model"), CFG, threshold=0.5)
     return model, path, faces, root
 
 
@@ -48,8 +48,8 @@ def test_evaluate_model_matches_direct_computation(setup, tmp_path):
     pf = str(tmp_path / "pairs.txt")
     pairs_lib.write_pairs(pf, pairs, num_folds=2)
     out_json = str(tmp_path / "m.json")
-    r = protocols.evaluate_model(path, pf, faces, plots_dir=str(tmp_path / "plots"),
-                                output_json=out_json, flip=True)
+    r = protocols.evaluate_pairs_file(load_embedder(path), pf, faces,
+                                      plots_dir=str(tmp_path / "plots"), output_json=out_json, flip=True)
     d = []
     for p in pairs:
         a, b = pairs_lib.pair_image_paths(faces, p)
@@ -81,9 +81,10 @@ def test_missing_images_listed_or_skipped(setup, tmp_path):
            pairs_lib.Pair("person_01", 9, "person_02", 1, False)]
     pairs_lib.write_pairs(pf, good + bad)
     with pytest.raises(FileNotFoundError) as e:
-        protocols.evaluate_model(path, pf, faces, num_folds=2)
+        protocols.evaluate_pairs_file(load_embedder(path), pf, faces, num_folds=2)
     assert "3 images" in str(e.value) and "nobody" in str(e.value)
-    r = protocols.evaluate_model(path, pf, faces, skip_missing=True, num_folds=2)
+    r = protocols.evaluate_pairs_file(load_embedder(path), pf, faces, skip_missing=True,
+                                      num_folds=2)
     assert r["num_pairs"] == 4 and r["num_skipped_pairs"] == 2 and r["num_missing_images"] == 3
 
 
@@ -101,7 +102,7 @@ def test_pgm_folder_and_preprocess_override(setup, tmp_path):
     pf = str(tmp_path / "orl_pairs.txt")
     pairs_lib.write_pairs(pf, pairs, num_folds=2)
     other = pp.PreprocessConfig(image_size=(32, 32), crop_fraction=0.6, standardization="prewhiten")
-    r = protocols.evaluate_model(path, pf, str(root), preprocess=other)
+    r = protocols.evaluate_pairs_file(load_embedder(path, other), pf, str(root))
     assert r["preprocess"] == other.to_dict()
     p = pairs[0]
     a, b = pairs_lib.pair_image_paths(str(root), p)

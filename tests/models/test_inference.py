@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from facenet_tf.serving import exporter
 from facenet_tf.data import preprocess as pp
 from facenet_tf.models import build_model
 from facenet_tf.models.inference import fold_batch_norm, inference_function
+from facenet_tf.serving import saved_model
 
 
 def _randomise_batch_norms(model, seed=0):
@@ -120,9 +120,9 @@ def test_optimized_export_saves_no_variables_and_matches_the_unoptimized_one(tmp
     model = keras.Model(inputs, x)
     _randomise_batch_norms(model)
     cfg = pp.PreprocessConfig(image_size=(16, 16), standardization="fixed")
-    fast = exporter.export_saved_model(model, str(tmp_path / "fast"), cfg)
-    plain = exporter.export_saved_model(model, str(tmp_path / "plain"), cfg, optimize=False)
-    with open(os.path.join(fast, exporter.METADATA_FILE)) as f:
+    fast = saved_model.export_saved_model(model, str(tmp_path / "fast"), cfg)
+    plain = saved_model.export_saved_model(model, str(tmp_path / "plain"), cfg, optimize=False)
+    with open(os.path.join(fast, saved_model.METADATA_FILE)) as f:
         assert json.load(f)["serving_graph"]["batch_norm_folded"] is True
     loaded_fast, loaded_plain = tf.saved_model.load(fast), tf.saved_model.load(plain)
     assert not loaded_fast.signatures["embed"].variables

@@ -4,8 +4,12 @@ import keras
 import numpy as np
 
 from facenet_tf.models import build_model
-from facenet_tf.models.layers import (InferenceBatchNormalization, L2Pooling2D,
-                                      LocalResponseNorm, Maxout)
+from facenet_tf.models.layers import (
+    InferenceBatchNormalization,
+    L2Pooling2D,
+    LocalResponseNorm,
+    Maxout,
+)
 
 
 def test_l2_pooling_matches_a_loop():

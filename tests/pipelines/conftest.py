@@ -20,7 +20,8 @@ def write_tiny_dataset(root, counts, num_shards=2, seed=0, corrupt_record=False,
     Returns the dataset directory.
     """
     import tensorflow as tf
-    from facenet_tf import io_utils
+
+    from facenet_tf.common import io_utils
     from facenet_tf.data import readers, records
     rng = np.random.RandomState(seed)
     os.makedirs(root, exist_ok=True)

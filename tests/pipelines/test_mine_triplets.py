@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from facenet_tf.pipelines.mine_triplets import MiningConfig, mine_triplets
-from tests.pipelines.conftest import save_tiny_model, write_tiny_dataset
+from tests.pipelines.conftest import write_tiny_dataset
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 TOL = 1e-5
@@ -19,7 +19,8 @@ TOL = 1e-5
 def read_dataset_images(dataset_dir):
     """image_id -> (label, encoded) for every parseable record of the dataset's shards."""
     import tensorflow as tf
-    from facenet_tf import io_utils
+
+    from facenet_tf.common import io_utils
     from facenet_tf.data import records
     images = {}
     for name in io_utils.read_manifest(dataset_dir)["shards"]:
@@ -58,7 +59,8 @@ def sq(a, b):
 def read_triplets(output_dir):
     """All triplet records of a generation, in shard order, as dicts of plain values."""
     import tensorflow as tf
-    from facenet_tf import io_utils
+
+    from facenet_tf.common import io_utils
     from facenet_tf.data import records
     manifest = io_utils.read_manifest(output_dir)
     rows, per_shard = [], []
@@ -77,6 +79,7 @@ def read_stored_images(output_dir, manifest):
     """image_id -> (label, encoded) from a generation's image shards, and the per-shard counts;
     fails on an id stored twice."""
     import tensorflow as tf
+
     from facenet_tf.data import records
     stored, per_shard = {}, []
     for name in manifest["image_shards"]:
@@ -329,7 +332,7 @@ def test_cli_multiprocess_run_equals_in_process_run(tmp_path, tiny_model_path):
          "--direct_num_workers=2", "--direct_running_mode=multi_processing"],
         capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    from facenet_tf import io_utils
+    from facenet_tf.common import io_utils
     multi = io_utils.read_manifest(str(tmp_path / "multi"))
     assert multi["num_triplets"] == reference["num_triplets"] > 0
     assert multi["shards"] == reference["shards"]

@@ -74,7 +74,7 @@ def test_selection_function_counts_pairs_with_a_semi_hard_negative(strategy):
     assert 0 < expected < mt.anchor_positive_pairs(labels)  # the case has both outcomes
     assert int(semi) == expected
     # The triplets are those of the shared selection code, whatever the compiled wrapper.
-    from facenet_tf import mining
+    from facenet_tf.triplets import mining
     direct = mining.select_triplets(points, labels, strategy, alpha=alpha, seed=3)
     np.testing.assert_array_equal(np.asarray(triplets), np.asarray(direct))
 

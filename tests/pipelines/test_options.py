@@ -4,7 +4,11 @@ import importlib
 import logging
 
 import pytest
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+)
 
 from facenet_tf.pipelines import options
 from facenet_tf.pipelines.mine_triplets import MiningConfig, mine_triplets

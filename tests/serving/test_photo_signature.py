@@ -12,10 +12,13 @@ from PIL import Image
 
 from facenet_tf.data.preprocess import PreprocessConfig
 from facenet_tf.detection import AlignConfig, FaceDetector, main_face
-from facenet_tf.evaluation.batch_embed import embed_photo_faces
-from facenet_tf.serving.exporter import (SIGNATURE_PHOTOS, PhotoSignature,
-                                         export_saved_model)
-from facenet_tf.serving.loader import load_embedder
+from facenet_tf.inference.batch_embed import embed_photo_faces
+from facenet_tf.inference.embedders import load_embedder
+from facenet_tf.serving.saved_model import (
+    SIGNATURE_PHOTOS,
+    PhotoSignature,
+    export_saved_model,
+)
 from tests.conftest import make_tiny_embedding_model
 
 MAX_FACES = 3

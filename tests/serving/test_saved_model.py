@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from facenet_tf.serving import exporter
-from facenet_tf.serving.loader import load_embedder
 from facenet_tf.data import preprocess as pp
+from facenet_tf.inference.embedders import load_embedder
+from facenet_tf.serving import saved_model
 from tests.conftest import make_tiny_embedding_model
 
 CFG = pp.PreprocessConfig(image_size=(32, 32), crop_fraction=0.8, standardization="fixed")
@@ -33,7 +33,7 @@ def _reference(model, encoded, cfg):
 def exported(tmp_path_factory):
     model = make_tiny_embedding_model()
     path = str(tmp_path_factory.mktemp("exp") / "model")
-    out = exporter.export_saved_model(model, path, CFG, step=7, threshold=1.1,
+    out = saved_model.export_saved_model(model, path, CFG, step=7, threshold=1.1,
                                     extra_metadata={"note": "tiny"})
     return model, out
 
@@ -59,7 +59,7 @@ def test_metadata_in_dir_and_loaded_object(exported):
     assert meta["input_size"] == [32, 32] and meta["embedding_dim"] == 8
     assert meta["preprocess"] == CFG.to_dict() and meta["step"] == 7
     assert meta["threshold"] == 1.1 and meta["note"] == "tiny"
-    assert meta["fingerprint"] == exporter.weights_fingerprint(model)
+    assert meta["fingerprint"] == saved_model.weights_fingerprint(model)
     assert "git_revision" in meta["run_info"]
     loaded = tf.saved_model.load(path)
     assert json.loads(loaded.metadata_json.numpy().decode()) == meta
@@ -102,7 +102,7 @@ def test_keras_file_loads_with_default_preprocess(tmp_path):
     model.save(path)
     embedder = load_embedder(path)
     assert embedder.preprocess == pp.PreprocessConfig(image_size=(32, 32))
-    assert embedder.fingerprint == exporter.weights_fingerprint(model)
+    assert embedder.fingerprint == saved_model.weights_fingerprint(model)
     images = [_png(7)]
     np.testing.assert_allclose(embedder.embed_encoded(images),
                                _reference(model, images, embedder.preprocess), atol=1e-5)
@@ -123,18 +123,18 @@ def test_export_replaces_atomically_and_checks_inputs(tmp_path):
     path = str(tmp_path / "model")
     first = make_tiny_embedding_model(seed=1)
     second = make_tiny_embedding_model(seed=2)
-    exporter.export_saved_model(first, path, CFG)
-    exporter.export_saved_model(second, path, CFG)
-    assert load_embedder(path).fingerprint == exporter.weights_fingerprint(second)
+    saved_model.export_saved_model(first, path, CFG)
+    saved_model.export_saved_model(second, path, CFG)
+    assert load_embedder(path).fingerprint == saved_model.weights_fingerprint(second)
     assert sorted(os.listdir(tmp_path)) == ["model"]  # no temp or old directories left
     with pytest.raises(ValueError, match="does not match"):
-        exporter.export_saved_model(first, str(tmp_path / "m2"),
+        saved_model.export_saved_model(first, str(tmp_path / "m2"),
                                   pp.PreprocessConfig(image_size=(64, 64)))
     with pytest.raises(TypeError):
-        exporter.export_saved_model(first, str(tmp_path / "m3"), CFG,
+        saved_model.export_saved_model(first, str(tmp_path / "m3"), CFG,
                                   extra_metadata={"bad": object()})
     with pytest.raises(ValueError, match="clashes"):
-        exporter.export_saved_model(first, str(tmp_path / "m4"), CFG, extra_metadata={"step": 1})
+        saved_model.export_saved_model(first, str(tmp_path / "m4"), CFG, extra_metadata={"step": 1})
     assert sorted(os.listdir(tmp_path)) == ["model"]
 
 
@@ -168,4 +168,4 @@ def test_export_cli(tmp_path):
     embedder = load_embedder(out)
     assert embedder.preprocess.crop_fraction == 0.9 and embedder.threshold == 0.9
     assert embedder.metadata["checkpoint"] == ckpt
-    assert embedder.fingerprint == exporter.weights_fingerprint(model)
+    assert embedder.fingerprint == saved_model.weights_fingerprint(model)

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from facenet_tf.pipelines.build_dataset import build_dataset
 from facenet_tf import datasets
 from facenet_tf.data import preprocess as pp
 from facenet_tf.data.image_files import list_images, read_encoded
+from facenet_tf.inference.embedders import load_embedder, load_tflite_embedder
 from facenet_tf.models import build_model
-from facenet_tf.serving import exporter, tflite
-from facenet_tf.serving.loader import load_embedder, load_tflite_embedder
+from facenet_tf.pipelines.build_dataset import build_dataset
+from facenet_tf.serving import saved_model, tflite
 from facenet_tf.training import loop
 from facenet_tf.training.config import TrainConfig
-from facenet_tf.training.restore import restore_embedder
+from facenet_tf.training.restore import restore_network
 from tests.conftest import REPO_ROOT, make_image_folder, make_tiny_embedding_model
 
 CFG = pp.PreprocessConfig(image_size=(32, 32), crop_fraction=0.8, standardization="fixed")
@@ -78,7 +78,7 @@ def test_float32_equals_keras_and_saved_model_on_synthetic_images(tiny_export, t
     images = [_png(i, size) for i, size in enumerate([(40, 36), (50, 70), (33, 33), (64, 48)])]
     pixels = np.stack([pp.preprocess_encoded(tf.constant(e), CFG).numpy() for e in images])
     keras_emb = model(pixels, training=False).numpy()
-    saved = load_embedder(exporter.export_saved_model(model, str(tmp_path / "sm"), CFG))
+    saved = load_embedder(saved_model.export_saved_model(model, str(tmp_path / "sm"), CFG))
     embedder = load_tflite_embedder(os.path.join(out, tflite.FLOAT32_FILE),
                                            num_threads=1)
     got = embedder.embed_pixels(pixels)
@@ -161,7 +161,7 @@ def test_metadata_describes_the_files(tiny_export):
             data = f.read()
         assert entry["file"] == name and entry["bytes"] == len(data)
         assert entry["sha256"] == hashlib.sha256(data).hexdigest()
-    assert meta["fingerprint"] == exporter.weights_fingerprint(model)
+    assert meta["fingerprint"] == saved_model.weights_fingerprint(model)
     assert meta["embedding_dim"] == 8 and meta["input_size"] == [32, 32]
     assert meta["threshold"] == 0.9
     assert pp.PreprocessConfig.from_dict(meta["preprocess"]) == CFG
@@ -283,7 +283,7 @@ def test_float32_equals_keras_and_saved_model_on_orl(orl_dir, tmp_path):
     encoded = [read_encoded(p) for p in paths]
     pixels = np.stack([pp.preprocess_encoded(tf.constant(e), cfg).numpy() for e in encoded])
     tflite.export_tflite(model, str(tmp_path / "t"), cfg)
-    saved = load_embedder(exporter.export_saved_model(model, str(tmp_path / "sm"), cfg))
+    saved = load_embedder(saved_model.export_saved_model(model, str(tmp_path / "sm"), cfg))
     got = load_tflite_embedder(str(tmp_path / "t" / tflite.FLOAT32_FILE)).embed_encoded(
         encoded)
     np.testing.assert_allclose(got, model(pixels, training=False).numpy(), atol=1e-4)
@@ -315,9 +315,9 @@ def test_int8_keeps_the_nearest_neighbour_of_trained_nns2(tmp_path):
                          optimizer="adam", learning_rate=1e-3, checkpoint_every_steps=40,
                          verbose=0)
     loop.train(config)
-    restored = restore_embedder(str(tmp_path / "run" / "checkpoints"))
+    restored = restore_network(str(tmp_path / "run" / "checkpoints"))
     out = str(tmp_path / "tfl")
-    tflite.export_tflite(restored.model, out, restored.preprocess, calibration_images=dataset)
+    tflite.export_tflite(restored.network, out, restored.preprocess, calibration_images=dataset)
     paths = list_images(datasets.ORL_FACES_DIR)
     assert len(paths) == 400
     encoded = [read_encoded(p) for p in paths]

@@ -30,7 +30,8 @@ def write_generation(directory, triplet_pixels, extra_shards=()):
     manifest (their records refer to image "x/x.png", which the image shard also holds).
     """
     import tensorflow as tf
-    from facenet_tf import io_utils
+
+    from facenet_tf.common import io_utils
     from facenet_tf.data import records
     os.makedirs(directory, exist_ok=True)
     names = [records.shard_name(records.TRIPLET_SHARD_PREFIX, i, 2) for i in range(2)]

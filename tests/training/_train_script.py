@@ -20,7 +20,7 @@ def train(config_json):
     keras.config.disable_traceback_filtering()
     from facenet_tf.training import loop
     from facenet_tf.training.config import TrainConfig
-    result = loop.train(TrainConfig(**json.loads(config_json)), embedder_fn=tiny_embedder)
+    result = loop.train(TrainConfig(**json.loads(config_json)), network_fn=tiny_embedder)
     print("RESULT " + json.dumps({k: result[k] for k in ("step", "generation", "loss")}),
           flush=True)
 
@@ -28,6 +28,7 @@ def train(config_json):
 def first_update(replicas, out):
     """One SGD step of the offline trainer on a fixed batch of 8 triplets; saves the weights."""
     import numpy as np
+
     from facenet_tf.training import builders, distribution
     from facenet_tf.training.config import TrainConfig
     distribute_strategy = distribution.make_distribute_strategy("mirrored", int(replicas))

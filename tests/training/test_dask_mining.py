@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from facenet_tf import io_utils
+from facenet_tf.common import io_utils
 from facenet_tf.training.run_dir import RunDir
 from tests.conftest import dask_address
 from tests.training import _helpers

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from facenet_tf import io_utils
+from facenet_tf.common import io_utils
 from facenet_tf.training import loop
+from facenet_tf.training.config import TrainConfig
 from facenet_tf.training.run_dir import RunDir
 from facenet_tf.training.state import TrainingDiverged
-from facenet_tf.training.config import TrainConfig
 from tests.conftest import make_tiny_embedding_model
 from tests.training import _helpers
 
@@ -43,7 +43,7 @@ def dataset(tmp_path_factory):
 
 def test_two_generations_then_resume_continues(dataset, tmp_path):
     model_dir = tmp_path / "run"
-    result = loop.train(_config(dataset, model_dir), embedder_fn=tiny)
+    result = loop.train(_config(dataset, model_dir), network_fn=tiny)
     assert (result["step"], result["generation"]) == (4, 1)
     assert [h["step"] for h in result["history"]] == [2, 4]
     assert [h["generation"] for h in result["history"]] == [0, 1]
@@ -62,7 +62,7 @@ def test_two_generations_then_resume_continues(dataset, tmp_path):
     assert _optimizer_iterations(state["checkpoint"]) == 4
 
     # Same directory, more steps: continues at step 4 in generation 1 -> 2, keeps the history.
-    again = loop.train(_config(dataset, model_dir, steps=6), embedder_fn=tiny)
+    again = loop.train(_config(dataset, model_dir, steps=6), network_fn=tiny)
     assert (again["step"], again["generation"]) == (6, 2)
     assert [h["step"] for h in again["history"]] == [2, 4, 6]
     assert again["history"][:2] == result["history"]
@@ -78,7 +78,7 @@ def test_async_mining_mines_the_next_generation_with_the_weights_at_the_start(da
                                                                               tmp_path):
     model_dir = tmp_path / "run"
     result = loop.train(_config(dataset, model_dir, steps=6, async_mining=True,
-                                keep_generations=0), embedder_fn=tiny)
+                                keep_generations=0), network_fn=tiny)
     assert (result["step"], result["generation"]) == (6, 2)
     # Generation k+1 is mined while k trains, by the weights at the start of k.
     steps = [io_utils.read_manifest(RunDir(str(model_dir)).generation(g))["model_step"]
@@ -111,9 +111,9 @@ def test_prune_generations_keeps_the_newest_and_their_exports(tmp_path):
 
 
 def test_steps_zero_exports_the_initial_model(dataset, tmp_path):
-    from facenet_tf.serving.loader import load_embedder
+    from facenet_tf.inference.embedders import load_embedder
     result = loop.train(_config(dataset, tmp_path / "run", steps=0,
-                                export_dir=str(tmp_path / "export")), embedder_fn=tiny)
+                                export_dir=str(tmp_path / "export")), network_fn=tiny)
     assert result["step"] == 0 and result["history"] == []
     pixels = np.random.RandomState(0).uniform(-1, 1, (3,) + _helpers.TINY_SHAPE)
     got = load_embedder(str(tmp_path / "export")).embed_pixels(pixels.astype("float32"))
@@ -149,7 +149,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
 
     config = _config(dataset, tmp_path / "run", steps=10, remine_every_steps=10)
     with pytest.raises(TrainingDiverged, match="step 6.*step 4"):
-        loop.train(config, embedder_fn=poisoned)
+        loop.train(config, network_fn=poisoned)
     state = io_utils.read_json(RunDir(str(tmp_path / "run")).train_state)
     assert state["step"] == 4 and [h["step"] for h in state["history"]] == [2, 4]
     reader = tf.train.load_checkpoint(state["checkpoint"])
@@ -159,10 +159,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
 
 
 def test_final_export_carries_the_threshold_of_its_evaluation(tmp_path):
-    from facenet_tf import workflows
-    from facenet_tf.evaluation import protocols
     from facenet_tf.data.pairs import generate_pairs, write_pairs
-    from facenet_tf.serving.loader import load_embedder
+    from facenet_tf.evaluation import protocols
+    from facenet_tf.inference.embedders import load_embedder
+    from facenet_tf.recognition import workflows
     from tests.conftest import make_image_folder
     dataset = _helpers.tiny_dataset(str(tmp_path / "data"))
     heldout = make_image_folder(str(tmp_path / "heldout"), num_identities=4,
@@ -172,11 +172,11 @@ def test_final_export_carries_the_threshold_of_its_evaluation(tmp_path):
                 num_folds=2)
     export_dir = str(tmp_path / "export")
     result = loop.train(_config(dataset, tmp_path / "run", steps=2, export_dir=export_dir,
-                                eval_pairs=pairs_path, eval_images=heldout), embedder_fn=tiny)
+                                eval_pairs=pairs_path, eval_images=heldout), network_fn=tiny)
     assert [e["step"] for e in result["evals"]] == [0, 2] and result["eval"]["step"] == 2
 
     # The oracle: the served export evaluated on its own, as a user would.
-    served = protocols.evaluate_model(export_dir, pairs_path, heldout)
+    served = protocols.evaluate_pairs_file(load_embedder(export_dir), pairs_path, heldout)
     embedder = load_embedder(export_dir)
     assert embedder.threshold == pytest.approx(served["threshold_mean"], abs=1e-4)
     first = os.path.join(heldout, "person_00", "img_000.png")

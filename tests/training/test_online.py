@@ -39,7 +39,7 @@ def _config(dataset, model_dir, **kw):
 def _train(config_dict):
     from facenet_tf.training import loop
     from facenet_tf.training.config import TrainConfig
-    return loop.train(TrainConfig(**config_dict), embedder_fn=tiny)
+    return loop.train(TrainConfig(**config_dict), network_fn=tiny)
 
 
 def _checkpoint_variables(path):
@@ -143,8 +143,9 @@ def test_online_resume_continues_the_data_stream(dataset, straight_run, tmp_path
 def test_pk_stream_ignores_the_global_seed_and_starts_at_start_batch(dataset):
     """The cause of the online-mode crash: Dataset.shuffle with a tensor seed under global seed 0."""
     import tensorflow as tf
-    from facenet_tf.data.readers import pk_batches
+
     from facenet_tf.data.preprocess import PreprocessConfig
+    from facenet_tf.data.readers import pk_batches
 
     def labels(global_seed, start_batch=0):
         tf.random.set_seed(global_seed)
@@ -201,7 +202,7 @@ def _script(config_json, out):
         captured["model"] = model
         return model
 
-    result = loop.train(config, embedder_fn=embedder, distribute_strategy=distribute_strategy)
+    result = loop.train(config, network_fn=embedder, distribute_strategy=distribute_strategy)
     np.savez(out, loss=result["history"][0]["loss"],
              replicas=distribute_strategy.num_replicas_in_sync,
              **{f"w{i}": w for i, w in enumerate(captured["model"].get_weights())})

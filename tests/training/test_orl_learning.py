@@ -25,8 +25,8 @@ FLAGFILE = os.path.join(_helpers.REPO_ROOT, "configs", "orl_demo.flags")
 @pytest.mark.slow
 @pytest.mark.integration
 def test_two_generations_raise_heldout_accuracy_by_10_points(orl_dir, tmp_path):
-    from facenet_tf.pipelines.build_dataset import build_dataset
     from facenet_tf.data.pairs import generate_pairs, write_pairs
+    from facenet_tf.pipelines.build_dataset import build_dataset
     identities = sorted(os.listdir(orl_dir), key=lambda s: int(s.lstrip("s")))
     for sub, names in (("train", identities[:30]), ("heldout", identities[30:])):
         for name in names:

@@ -26,7 +26,7 @@ def trained_run(tmp_path_factory):
 
 
 def test_checkpoint_export_equals_the_trainers_final_export(trained_run, tmp_path):
-    from facenet_tf.serving.loader import load_embedder
+    from facenet_tf.inference.embedders import load_embedder
     out = tmp_path / "from_checkpoint"
     cmd = [sys.executable, "-m", "facenet_tf.export",
            f"--checkpoint={os.path.join(trained_run.model_dir, 'checkpoints')}",
@@ -43,6 +43,6 @@ def test_checkpoint_export_equals_the_trainers_final_export(trained_run, tmp_pat
 
 
 def test_a_path_outside_a_run_is_refused(tmp_path):
-    from facenet_tf.training.restore import restore_embedder
+    from facenet_tf.training.restore import restore_network
     with pytest.raises(FileNotFoundError, match="not a .keras file"):
-        restore_embedder(str(tmp_path / "nothing"))
+        restore_network(str(tmp_path / "nothing"))

@@ -65,7 +65,7 @@ def test_augmentation_is_reproduced_on_resume(tmp_path, cache_mb):
 def test_incomplete_or_empty_generation_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="manifest.json"):
         triplet_data.triplet_dataset(str(tmp_path), PRE, 2, seed=0)
-    from facenet_tf import io_utils
+    from facenet_tf.common import io_utils
     io_utils.write_json_atomic(str(tmp_path / "manifest.json"),
                                {"shards": ["missing.tfrecord"], "num_triplets": 3})
     with pytest.raises(FileNotFoundError, match="missing.tfrecord"):
@@ -91,7 +91,9 @@ def test_an_undecodable_stored_image_is_named(tmp_path, cache_mb):
     import dataclasses
     import json
     import os
+
     import tensorflow as tf
+
     from facenet_tf.data import records
     gen = _helpers.write_generation(tmp_path / "gen", _helpers.random_triplets(2))
     with open(os.path.join(gen, "manifest.json")) as f:
@@ -111,7 +113,9 @@ def test_an_undecodable_stored_image_is_named(tmp_path, cache_mb):
 def test_triplet_referring_to_an_unstored_image_names_the_id(tmp_path, cache_mb):
     import json
     import os
+
     import tensorflow as tf
+
     from facenet_tf.data import records
     gen = _helpers.write_generation(tmp_path / "gen", _helpers.random_triplets(2))
     # List an image shard holding only an unrelated image instead of the real one.
@@ -138,8 +142,10 @@ def test_triplet_referring_to_an_unstored_image_names_the_id(tmp_path, cache_mb)
 
 def test_generation_of_the_old_format_asks_to_mine_again(tmp_path):
     import os
+
     import tensorflow as tf
-    from facenet_tf import io_utils
+
+    from facenet_tf.common import io_utils
     from facenet_tf.data import records
     gen = _helpers.write_generation(tmp_path / "gen", _helpers.random_triplets(2))
     manifest = io_utils.read_manifest(str(gen))

@@ -1,5 +1,5 @@
-"""SavedModels of the weights being trained: one per step for the miner and the evaluator, and
-the run's final export (facenet_tf.serving.exporter publishes each atomically)."""
+"""SavedModels of the weights being trained: one per step for the miner and for validation, and
+the run's final export (facenet_tf.serving.saved_model publishes each atomically)."""
 
 import os
 
@@ -9,23 +9,23 @@ import tensorflow as tf
 from facenet_tf.data.preprocess import PreprocessConfig
 from facenet_tf.detection.align import AlignConfig
 from facenet_tf.detection.detector import FaceDetector
-from facenet_tf.serving.exporter import PhotoSignature, export_saved_model
+from facenet_tf.serving.saved_model import PhotoSignature, export_saved_model
 from facenet_tf.training.run_dir import RunDir
 
 
-class RunExports:
-    """Exports copies of `embedder` (made outside any tf.distribute strategy) with the run's
+class RunSnapshots:
+    """Exports copies of `network` (made outside any tf.distribute strategy) with the run's
     preprocessing and metadata."""
 
-    def __init__(self, run_dir: RunDir, embedder: keras.Model, preprocess: PreprocessConfig,
+    def __init__(self, run_dir: RunDir, network: keras.Model, preprocess: PreprocessConfig,
                  metadata: dict):
         self.run_dir = run_dir
-        self.embedder = embedder
+        self.network = network
         self.preprocess = preprocess
         self.metadata = dict(metadata)
 
-    def export(self, export_dir: str, step: int, optimize: bool = True,
-               threshold: float | None = None, photos: bool = True) -> str:
+    def write(self, export_dir: str, step: int, optimize: bool = True,
+              threshold: float | None = None, photos: bool = True) -> str:
         """The current weights as a SavedModel at export_dir.
 
         optimize: serve the folded, frozen inference build; the step exports use False, so that
@@ -33,8 +33,8 @@ class RunExports:
         recommended verification threshold written into the export's metadata. photos: also
         serve detect_and_embed (MTCNN, margin-32 crops at the model's input size).
         """
-        copy = keras.models.clone_model(self.embedder)
-        copy.set_weights(self.embedder.get_weights())
+        copy = keras.models.clone_model(self.network)
+        copy.set_weights(self.network.get_weights())
         signature = None
         if photos:
             signature = PhotoSignature(FaceDetector(),
@@ -47,5 +47,5 @@ class RunExports:
         """The export of the current weights (at `step`), made once."""
         path = self.run_dir.step_export(step)
         if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
-            self.export(path, step, optimize=False, photos=False)
+            self.write(path, step, optimize=False, photos=False)
         return path

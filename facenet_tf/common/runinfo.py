@@ -10,7 +10,7 @@ import sys
 import tensorflow as tf
 from absl import flags as absl_flags
 
-from facenet_tf import io_utils
+from facenet_tf.common import io_utils
 
 PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "apache-beam", "tensorflow-datasets",
             "absl-py", "numpy", "protobuf", "scikit-learn", "matplotlib", "pillow")

@@ -8,13 +8,13 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from facenet_tf.common.progress import LOG_EVERY_S, progress
 from facenet_tf.data import images as image_utils
 from facenet_tf.data import preprocess as pp
 from facenet_tf.data.image_files import read_encoded
 from facenet_tf.detection.align import AlignConfig
 from facenet_tf.detection.faces import find_faces
 from facenet_tf.evaluation import visualize
-from facenet_tf.progress import LOG_EVERY_S, progress
 
 # Photos read, detected and aligned per detector call.
 PHOTOS_PER_CHUNK = 32
@@ -57,7 +57,7 @@ def embed_encoded_images(embedder, encoded_images, total: int | None = None,
 
     flip=True averages each image's embedding with its mirror image's, then re-normalises.
     `names` (parallel to the images) are used in decoding errors. Progress: see
-    facenet_tf.progress (progress_every_s=None shows none).
+    facenet_tf.common.progress (progress_every_s=None shows none).
     """
     cfg = embedder.preprocess
     prep = tf.function(lambda b: pp.preprocess_encoded(b, cfg),

@@ -201,7 +201,7 @@ def build_pretrained_model(trainable_bn: bool = False, graph_path: str | None = 
     return model
 
 
-class FrozenGraphEmbedder:
+class FrozenGraphRunner:
     """Runs the original frozen graph through a tf.compat.v1 Session (batch fixed at 1)."""
 
     def __init__(self, graph_def):

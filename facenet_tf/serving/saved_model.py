@@ -1,4 +1,4 @@
-"""The one SavedModel exporter of facenet_tf (facenet_tf.serving.loader reads what it writes).
+"""The one SavedModel exporter of facenet_tf (facenet_tf.inference.embedders reads what it writes).
 
 An export has two signatures: `serving_default` (a batch of encoded JPEG/PNG/GIF/BMP bytes of
 face crops -> L2-normalised embeddings; decode, center crop, resize and standardisation run in
@@ -19,11 +19,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from facenet_tf import io_utils, runinfo
+from facenet_tf.common import io_utils, runinfo
 from facenet_tf.data import preprocess as pp
-from facenet_tf.detection.align import AlignConfig, align_faces
+from facenet_tf.detection.align import AlignConfig, aligned_crops
 from facenet_tf.detection.detector import LANDMARK_NAMES, FaceDetector
-from facenet_tf.models import pretrained
+from facenet_tf.models import frozen_graph
 from facenet_tf.models.inference import XLA_MAX_BATCH, inference_function
 
 METADATA_FILE = os.path.join("assets.extra", "facenet_tf.json")
@@ -152,7 +152,7 @@ def _photo_signature(photos: PhotoSignature, preprocess: pp.PreprocessConfig, em
         boxes, scores = found["boxes"][:n_max], found["scores"][:n_max]
         landmarks = found["landmarks"][:n_max]
         count = tf.shape(boxes)[0]
-        crops = tf.round(align_faces(image, boxes, landmarks, align))
+        crops = tf.round(aligned_crops(image, boxes, landmarks, align))
         pixels = tf.map_fn(lambda crop: pp.preprocess_image(crop, face_preprocess), crops,
                            fn_output_signature=tf.TensorSpec([h, w, 3], tf.float32))
         embeddings = tf.cond(count > 0, lambda: embed(pixels),
@@ -255,24 +255,24 @@ def export_saved_model(model, export_dir: str, preprocess: pp.PreprocessConfig, 
 def export_pretrained(export_dir: str, trainable_bn: bool = False,
                       graph_path: str | None = None, wheel_path: str | None = None,
                       graph_def=None,
-                      threshold: float | None = pretrained.ALIGNED_FACE_THRESHOLD) -> dict:
-    """The pretrained FaceNet model (facenet_tf.models.pretrained) as export_dir/model.keras
+                      threshold: float | None = frozen_graph.ALIGNED_FACE_THRESHOLD) -> dict:
+    """The pretrained FaceNet model (facenet_tf.models.frozen_graph) as export_dir/model.keras
     (to fine-tune) and export_dir/saved_model/ (to serve, also whole photos through
     detect_and_embed, with the recommended threshold for aligned faces); manifest.json is
     written last."""
-    model = pretrained.build_pretrained_model(trainable_bn, graph_path, wheel_path,
+    model = frozen_graph.build_pretrained_model(trainable_bn, graph_path, wheel_path,
                                               graph_def=graph_def)
     tf.io.gfile.makedirs(export_dir)
     model.save(os.path.join(export_dir, "model.keras"))
-    metadata = {"source": pretrained.SOURCE, "architecture": "inception_resnet_v1"}
+    metadata = {"source": frozen_graph.SOURCE, "architecture": "inception_resnet_v1"}
     photos = PhotoSignature(FaceDetector(), AlignConfig(
-        image_size=max(pretrained.PRETRAINED_PREPROCESS.image_size)))
+        image_size=max(frozen_graph.PRETRAINED_PREPROCESS.image_size)))
     export_saved_model(model, os.path.join(export_dir, "saved_model"),
-                       pretrained.PRETRAINED_PREPROCESS, threshold=threshold,
+                       frozen_graph.PRETRAINED_PREPROCESS, threshold=threshold,
                        extra_metadata=metadata, photos=photos)
-    manifest = {**metadata, "embedding_dim": pretrained.EMBEDDING_DIM,
+    manifest = {**metadata, "embedding_dim": frozen_graph.EMBEDDING_DIM,
                 "keras_model": "model.keras", "saved_model": "saved_model",
-                "preprocess": pretrained.PRETRAINED_PREPROCESS.to_dict(),
+                "preprocess": frozen_graph.PRETRAINED_PREPROCESS.to_dict(),
                 "run_info": runinfo.collect()}
     io_utils.write_json_atomic(os.path.join(export_dir, io_utils.MANIFEST_NAME), manifest)
     return manifest

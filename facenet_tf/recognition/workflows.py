@@ -13,11 +13,13 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from facenet_tf import io_utils
+from facenet_tf.common import io_utils
 from facenet_tf.data import image_files, records
 from facenet_tf.detection.align import AlignConfig
-from facenet_tf.evaluation import batch_embed, clustering, verification, visualize
-from facenet_tf.evaluation.batch_embed import embed_photo_faces
+from facenet_tf.evaluation import clustering, visualize
+from facenet_tf.inference import batch_embed
+from facenet_tf.inference.batch_embed import embed_photo_faces
+from facenet_tf.triplets import distances
 
 DEFAULT_CLUSTER_THRESHOLD = 1.0
 
@@ -107,7 +109,7 @@ def compare(embedder, path1: str, path2: str, threshold: float | None = None,
         for k, key in enumerate(("face1", "face2")):
             result[key] = {"box": [round(float(v), 1) for v in table.boxes[k]],
                            "score": float(table.scores[k])}
-    d = float(verification.squared_l2(emb[:1], emb[1:])[0])
+    d = float(distances.squared_l2(emb[:1], emb[1:])[0])
     result.update({"distance": d, "same": None if t is None else d <= t})
     return result
 

@@ -1,4 +1,4 @@
-"""Evaluates the run's step exports on a pairs file during training and keeps the best
+"""Validation during training: scores the run's step snapshots on held-out pairs and keeps the best
 checkpoint (MODEL_DIR/best) and the scalars in TensorBoard."""
 
 import logging
@@ -6,12 +6,13 @@ import math
 
 import tensorflow as tf
 
-from facenet_tf.evaluation.protocols import evaluate_model
+from facenet_tf.evaluation.protocols import evaluate_pairs_file
+from facenet_tf.inference.embedders import load_embedder
 from facenet_tf.training.run_dir import RunDir
 from facenet_tf.training.state import TrainState
 
 
-class Evaluator:
+class Validator:
     """Verification accuracy of an exported model on a pairs file; keeps the best checkpoint."""
 
     def __init__(self, run_dir: RunDir, pairs: str | None, images: str | None, checkpoint,
@@ -30,7 +31,7 @@ class Evaluator:
         """Evaluates, logs, records in `state.evals`; saves a best checkpoint on improvement."""
         if not self.enabled:
             return None
-        metrics = evaluate_model(export_path, self.pairs, self.images)
+        metrics = evaluate_pairs_file(load_embedder(export_path), self.pairs, self.images)
         record = {"step": state.step, "generation": state.generation, "export": export_path}
         record.update({k: float(v) for k, v in metrics.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)})

@@ -2,7 +2,7 @@
 
 Pure, vectorised TensorFlow functions over embeddings [N, D] and integer labels [N]. They accept
 NumPy arrays or tensors, run eagerly or inside `tf.function` (the number of triplets T is dynamic),
-and are shared by the online Keras losses (`facenet_tf.losses`) and the offline Beam miner, so that
+and are shared by the online Keras losses (`facenet_tf.triplets.losses`) and the offline Beam miner, so that
 both select triplets with one implementation.
 
 Distances are squared L2 throughout (the paper's), except for the optional angular distance of the
@@ -22,6 +22,8 @@ positive (then, for `all`, by negative distance and index).
 import numpy as np
 import tensorflow as tf
 
+from facenet_tf.triplets import distances
+
 STRATEGIES = ("semi_hard", "hard", "all", "random", "tfa_semi_hard")
 _SUB_BUCKETS = 8  # random sub-buckets for semi_hard: pairs of one anchor rarely share a negative
 
@@ -32,19 +34,6 @@ _OPTIONS = {
     "random": {},
     "tfa_semi_hard": {"distance": ("L2", "squared-L2", "angular")},
 }
-
-
-def pairwise_squared_distances(embeddings):
-    """Squared L2 distances float32 [N, N]: exact 0 diagonal, never negative, finite gradients.
-
-    Uses the Gram expansion (no square root, so gradients stay finite for identical rows); the
-    result is computed in float32 whatever the input dtype (mixed precision safe).
-    """
-    e = tf.cast(tf.convert_to_tensor(embeddings), tf.float32)
-    sq = tf.reduce_sum(tf.square(e), axis=1)
-    d = sq[:, None] - 2.0 * tf.matmul(e, e, transpose_b=True) + sq[None, :]
-    d = tf.maximum(d, 0.0)
-    return tf.linalg.set_diag(d, tf.zeros_like(sq))
 
 
 def _angular_distances(embeddings):
@@ -243,7 +232,7 @@ class _Batch:
     def d(self):
         """[N, N] distances: squared L2, or angular for tfa_semi_hard's option."""
         return self._cached("d", lambda: _angular_distances(self.e) if self._angular
-                            else pairwise_squared_distances(self.e))
+                            else distances.tf_squared_l2_matrix(self.e))
 
     @property
     def alpha(self):

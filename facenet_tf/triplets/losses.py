@@ -2,22 +2,21 @@
 
 All losses return per-example vectors, never a scalar: Keras 3 multiplies scalar losses (and their
 gradients) by the replica count under MirroredStrategy. Math is float32 even under a
-mixed_float16 policy. Online mining uses `facenet_tf.mining.select_triplets`, the same function
+mixed_float16 policy. Online mining uses `facenet_tf.triplets.mining.select_triplets`, the same function
 the offline Beam miner calls, and under tf.distribute mines over the GLOBAL batch.
 """
 
 import keras
 import tensorflow as tf
 
-from facenet_tf import mining
+from facenet_tf.triplets import distances, mining
 
 STAT_NAMES = ("num_triplets", "fraction_active", "mean_d_ap", "mean_d_an")
 
 
 def triplet_distances(anchor, positive, negative):
     """Squared L2 d(a,p) and d(a,n) per triplet, as float32 [T] each."""
-    a, p, n = (tf.cast(tf.convert_to_tensor(x), tf.float32) for x in (anchor, positive, negative))
-    return tf.reduce_sum(tf.square(a - p), axis=-1), tf.reduce_sum(tf.square(a - n), axis=-1)
+    return distances.tf_squared_l2(anchor, positive), distances.tf_squared_l2(anchor, negative)
 
 
 def _active(d_ap, d_an, alpha):
@@ -102,7 +101,7 @@ def _pair_distances(anchor, other, distance):
         a = tf.math.l2_normalize(anchor, axis=-1)
         o = tf.math.l2_normalize(other, axis=-1)
         return 1.0 - tf.reduce_sum(a * o, axis=-1)
-    sq = tf.reduce_sum(tf.square(anchor - other), axis=-1)
+    sq = distances.tf_squared_l2(anchor, other)
     if distance == "L2":
         positive = sq > 0
         return tf.where(positive, tf.sqrt(tf.where(positive, sq, 1.0)), 0.0)

@@ -1,4 +1,4 @@
-"""Loads a face model to embed with: a SavedModel from facenet_tf.serving.exporter, a `.keras`
+"""Loads a face model to embed with: a SavedModel from facenet_tf.serving.saved_model, a `.keras`
 file, or a `.tflite` file from facenet_tf.serving.tflite. Each comes back as an `Embedder` that
 turns pixels or encoded images into numpy arrays."""
 
@@ -14,8 +14,14 @@ import facenet_tf.models  # noqa: F401
 from facenet_tf.data import preprocess as pp
 from facenet_tf.models.inference import inference_function
 from facenet_tf.serving import tflite
-from facenet_tf.serving.exporter import (METADATA_FILE, METADATA_VERSION, SIGNATURE_BYTES,
-                                         SIGNATURE_PIXELS, model_image_size, weights_fingerprint)
+from facenet_tf.serving.saved_model import (
+    METADATA_FILE,
+    METADATA_VERSION,
+    SIGNATURE_BYTES,
+    SIGNATURE_PIXELS,
+    model_image_size,
+    weights_fingerprint,
+)
 
 
 class Embedder:
@@ -23,13 +29,13 @@ class Embedder:
 
     pixels_fn: float32 [B, H, W, 3] standardised pixels -> [B, D] embeddings. bytes_fn: the
     model's own in-graph decode + preprocess + embed (valid for `preprocess` only), if it has
-    one. model: the Keras model when loaded from a `.keras` file (else None); keepalive: what
+    one. network: the Keras network when loaded from a `.keras` file (else None); keepalive: what
     must stay referenced while the functions are used (the loaded SavedModel).
     """
 
     def __init__(self, pixels_fn, preprocess: pp.PreprocessConfig, metadata: dict,
                  fingerprint: str, embedding_dim: int, bytes_fn=None, source: str = "",
-                 model=None, keepalive=None):
+                 network=None, keepalive=None):
         self._pixels_fn = pixels_fn
         self._bytes_fn = bytes_fn
         self.preprocess = preprocess
@@ -37,7 +43,7 @@ class Embedder:
         self.fingerprint = fingerprint
         self.embedding_dim = embedding_dim
         self.source = source
-        self.model = model
+        self.network = network
         self._keepalive = keepalive
         self._preprocess_batch = tf.function(
             self._decode_batch, input_signature=[tf.TensorSpec([None], tf.string)],
@@ -63,7 +69,7 @@ class Embedder:
         if preprocess is None or preprocess == self.preprocess:
             return self
         return Embedder(self._pixels_fn, preprocess, dict(self.metadata), self.fingerprint,
-                        self.embedding_dim, source=self.source, model=self.model,
+                        self.embedding_dim, source=self.source, network=self.network,
                         keepalive=self)
 
     def embed_pixels(self, pixels) -> np.ndarray:
@@ -121,7 +127,7 @@ def _load_saved_model(path: str, preprocess: pp.PreprocessConfig | None) -> Embe
 
 def load_keras_embedder(path: str, preprocess: pp.PreprocessConfig | None = None,
                         xla_max_batch: int | None = None) -> Embedder:
-    """A `.keras` file as an Embedder (its Keras model in `.model`); see load_embedder."""
+    """A `.keras` file as an Embedder (its Keras network in `.network`); see load_embedder."""
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as e:
@@ -138,7 +144,7 @@ def load_keras_embedder(path: str, preprocess: pp.PreprocessConfig | None = None
                 "model_name": model.name, "source": path}
     return Embedder(pixels_fn=fn, preprocess=preprocess, metadata=metadata,
                     fingerprint=metadata["fingerprint"],
-                    embedding_dim=metadata["embedding_dim"], source=path, model=model)
+                    embedding_dim=metadata["embedding_dim"], source=path, network=model)
 
 
 class TFLiteEmbedder(Embedder):

@@ -1,0 +1,2 @@
+"""What an embedding is used for on photos: embed a folder, compare two photos, cluster
+faces."""
