@@ -23,7 +23,7 @@ def main(argv):
     if len(argv) != 3:
         raise app.UsageError("give exactly two image paths")
     embedder = load_embedder(f.model)
-    result = workflows.compare(embedder, argv[1], argv[2], f.threshold,
+    result = workflows.verify(embedder, argv[1], argv[2], f.threshold,
                                detector=FaceDetector() if f.detect_faces else None,
                                align=batch_embed.align_config_for(embedder, f.margin,
                                                                 f.align_method))

@@ -309,7 +309,7 @@ def test_int8_keeps_the_nearest_neighbour_of_trained_nns2(tmp_path):
     int8 model's nearest neighbour among the 400 faces is the float model's for >= 95%."""
     dataset = str(tmp_path / "dataset")
     build_dataset(datasets.ORL_FACES_DIR, dataset, num_shards=2)
-    config = TrainConfig(train_data=dataset, model_dir=str(tmp_path / "run"), model="nns2",
+    config = TrainConfig(train_data=dataset, model_dir=str(tmp_path / "run"), architecture="nns2",
                          input_shape=(64, 56, 3), mining="online", strategy="semi_hard",
                          alpha=0.5, batch_size=40, images_per_identity=4, steps=40,
                          optimizer="adam", learning_rate=1e-3, checkpoint_every_steps=40,
