@@ -1,6 +1,7 @@
 """Loads a face model to embed with: a SavedModel from facenet_tf.serving.saved_model, a `.keras`
-file, or a `.tflite` file from facenet_tf.serving.tflite. Each comes back as an `Embedder` that
-turns pixels or encoded images into numpy arrays."""
+file, or a `.tflite` file from facenet_tf.serving.tflite (run by LiteRT through
+facenet_tf.serving.tflite_runtime). Each comes back as an `Embedder` that turns pixels or encoded
+images into numpy arrays."""
 
 import dataclasses
 import functools
@@ -16,7 +17,7 @@ import facenet_tf.models  # noqa: F401
 from facenet_tf.data import preprocess as pp
 from facenet_tf.models import frozen_graph
 from facenet_tf.models.inference import inference_function
-from facenet_tf.serving import tflite
+from facenet_tf.serving import tflite_runtime
 from facenet_tf.serving.saved_model import (
     METADATA_FILE,
     METADATA_VERSION,
@@ -211,16 +212,18 @@ def load_pretrained_embedder(xla_max_batch: int | None = None) -> Embedder:
 
 class TFLiteEmbedder(Embedder):
     """An exported .tflite model behind the Embedder surface (preprocess, embedding_dim,
-    threshold, fingerprint, embed_pixels, embed_encoded). The fingerprint is the source
-    weights' for the float32 file (same embeddings as the SavedModel, to float rounding) and
-    that plus "-int8" for the int8 file."""
+    threshold, fingerprint, embed_pixels, embed_encoded), run by LiteRT: `lite` is the
+    TensorFlow-free tflite_runtime.LiteRTEmbedder it wraps (its runner, metadata, variant).
+    Encoded images are preprocessed by TensorFlow here, as for the other embedders. The
+    fingerprint is the source weights' for the float32 file (same embeddings as the
+    SavedModel, to float rounding) and that plus "-int8" for the int8 file."""
 
-    def __init__(self, model_path: str, metadata: dict, num_threads: int | None = None):
-        self.runner = tflite.InterpreterRunner(model_path, num_threads=num_threads)
-        self.num_threads = num_threads
-        dim = int(metadata["embedding_dim"])
-        is_int8 = os.path.basename(model_path) == metadata["files"].get("int8", {}).get("file")
-        self.variant = "int8" if is_int8 else "float32"
+    def __init__(self, lite: tflite_runtime.LiteRTEmbedder):
+        self.lite = lite
+        self.runner = lite.runner
+        self.variant = lite.variant
+        self.num_threads = lite.num_threads
+        dim = lite.embedding_dim
 
         def pixels_fn(pixels):
             out = tf.numpy_function(self.runner, [pixels], tf.float32, stateful=True)
@@ -228,22 +231,21 @@ class TFLiteEmbedder(Embedder):
             return out
 
         super().__init__(pixels_fn=pixels_fn,
-                         preprocess=pp.PreprocessConfig.from_dict(metadata["preprocess"]),
-                         metadata=metadata,
-                         fingerprint=metadata["fingerprint"] + ("-int8" if is_int8 else ""),
-                         embedding_dim=dim, source=model_path)
+                         preprocess=pp.PreprocessConfig.from_dict(lite.metadata["preprocess"]),
+                         metadata=lite.metadata, fingerprint=lite.fingerprint,
+                         embedding_dim=dim, source=lite.model_path)
 
 
 def load_tflite_embedder(path, num_threads: int | None = None) -> TFLiteEmbedder:
-    """A TFLiteEmbedder of a .tflite file written by export_tflite (its metadata JSON is read
-    from beside it). num_threads: interpreter threads (None: TFLite's default)."""
+    """A TFLiteEmbedder of a local .tflite file written by export_tflite (its metadata JSON is
+    read from beside it). num_threads: LiteRT interpreter threads (None: LiteRT's default, 1)."""
     path = os.fspath(path)
     if tf.io.gfile.isdir(path):
         found = sorted(n for n in tf.io.gfile.listdir(path) if n.endswith(".tflite"))
         raise ValueError(f"{path}: a directory; pass one of its .tflite files ({found})")
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"{path}: no such .tflite file")
-    return TFLiteEmbedder(path, tflite.read_metadata(path), num_threads=num_threads)
+    return TFLiteEmbedder(tflite_runtime.LiteRTEmbedder(path, num_threads=num_threads))
 
 
 def load_embedder(model, preprocess: pp.PreprocessConfig | None = None,
