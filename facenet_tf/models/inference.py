@@ -70,19 +70,19 @@ def _replace_history(node, renames):
     return node
 
 
-def fold_batch_norm(model: keras.Model) -> tuple[keras.Model, int]:
-    """A copy of a functional `model` with every batch norm (and constant rescaling) that
+def fold_batch_norm(network: keras.Model) -> tuple[keras.Model, int]:
+    """A copy of a functional `network` with every batch norm (and constant rescaling) that
     directly follows a linear convolution or dense layer folded into it.
 
-    Returns (folded model, number of layers folded away). Outputs equal the original's in
+    Returns (folded network, number of layers folded away). Outputs equal the original's in
     inference mode up to float rounding. Layers that cannot be folded (a batch norm after a
     ReLU, a convolution read by two layers) are kept as they are.
     """
-    config = model.get_config()
+    config = network.get_config()
     if not isinstance(config, dict) or "layers" not in config:
-        raise ValueError(f"fold_batch_norm needs a functional Keras model, got {type(model)}")
+        raise ValueError(f"fold_batch_norm needs a functional Keras network, got {type(network)}")
     folds = {}  # affine layer name -> (producer, scale, offset)
-    for layer in model.layers:
+    for layer in network.layers:
         if not (isinstance(layer, layers.BatchNormalization) or type(layer) is layers.Rescaling):
             continue
         producer = _linear_producer(layer)
@@ -102,13 +102,13 @@ def fold_batch_norm(model: keras.Model) -> tuple[keras.Model, int]:
         kept.append(entry)
     config["layers"] = kept
     config = _replace_history(config, {name: p.name for name, (p, _, _) in folds.items()})
-    # The model's own layer classes, so that custom layers need no Keras registration.
-    custom_objects = {type(layer).__name__: type(layer) for layer in model.layers}
-    folded = model.__class__.from_config(config, custom_objects=custom_objects)
+    # The network's own layer classes, so that custom layers need no Keras registration.
+    custom_objects = {type(layer).__name__: type(layer) for layer in network.layers}
+    folded = network.__class__.from_config(config, custom_objects=custom_objects)
 
     by_producer = {p.name: (scale, offset) for p, scale, offset in folds.values()}
     for layer in folded.layers:
-        source = model.get_layer(layer.name)
+        source = network.get_layer(layer.name)
         if layer.name not in by_producer:
             layer.set_weights(source.get_weights())
             continue
@@ -118,20 +118,20 @@ def fold_batch_norm(model: keras.Model) -> tuple[keras.Model, int]:
     return folded, len(folds)
 
 
-def inference_function(model: keras.Model, image_size=None, xla_max_batch: int | None = None):
+def inference_function(network: keras.Model, image_size=None, xla_max_batch: int | None = None):
     """A `tf.function` float32 pixels [batch, h, w, c] -> L2-normalised float32 embeddings,
-    computing what `model(pixels, training=False)` does with the model folded and frozen.
+    computing what `network(pixels, training=False)` does with the network folded and frozen.
 
     Batches of up to `xla_max_batch` images run an XLA-compiled build (compiled once per batch
     size), larger ones the plain graph; 0 turns XLA off, None means XLA_MAX_BATCH. The
     returned function holds no variables, so it also serves as a SavedModel signature.
     """
     xla_max_batch = XLA_MAX_BATCH if xla_max_batch is None else int(xla_max_batch)
-    folded, _ = fold_batch_norm(model)
-    shape = model.input_shape
+    folded, _ = fold_batch_norm(network)
+    shape = network.input_shape
     h, w = image_size or shape[1:3]
     if h is None or w is None:
-        raise ValueError(f"model {model.name!r} has no fixed input size; pass image_size")
+        raise ValueError(f"network {network.name!r} has no fixed input size; pass image_size")
     spec = tf.TensorSpec([None, int(h), int(w), shape[-1]], tf.float32, name="pixels")
 
     def forward(pixels):

@@ -57,16 +57,16 @@ def unit_normalize(x):
     return x * tf.math.rsqrt(tf.maximum(tf.reduce_sum(x * x, axis=-1, keepdims=True), 1e-12))
 
 
-def embedding_function(model: keras.Model, image_size=None):
+def embedding_function(network: keras.Model, image_size=None):
     """float32 pixels [N, h, w, 3] -> L2-normalised float32 embeddings, as a tf.function to
     convert: batch norm folded into the convolutions (facenet_tf.models.inference) and the
-    model's closing UnitNormalization replaced by unit_normalize."""
-    folded, _ = fold_batch_norm(model)
+    network's closing UnitNormalization replaced by unit_normalize."""
+    folded, _ = fold_batch_norm(network)
     last = folded.layers[-1]
-    features = (keras.Model(folded.inputs, last.input, name=f"{model.name}_features")
+    features = (keras.Model(folded.inputs, last.input, name=f"{network.name}_features")
                 if isinstance(last, keras.layers.UnitNormalization) else folded)
-    h, w = image_size or model.input_shape[1:3]
-    spec = tf.TensorSpec([None, int(h), int(w), model.input_shape[-1]], tf.float32,
+    h, w = image_size or network.input_shape[1:3]
+    spec = tf.TensorSpec([None, int(h), int(w), network.input_shape[-1]], tf.float32,
                          name="pixels")
 
     @tf.function(input_signature=[spec])
@@ -230,7 +230,7 @@ def preprocessing_description(preprocess: pp.PreprocessConfig) -> dict:
     }
 
 
-def export_tflite(model: keras.Model, out_dir: str, preprocess: pp.PreprocessConfig,
+def export_tflite(network: keras.Model, out_dir: str, preprocess: pp.PreprocessConfig,
                   calibration_images=None, num_calibration: int = DEFAULT_NUM_CALIBRATION,
                   threshold: float | None = None, seed: int = 0,
                   extra_metadata: dict | None = None) -> dict:
@@ -238,22 +238,22 @@ def export_tflite(model: keras.Model, out_dir: str, preprocess: pp.PreprocessCon
     (replacing an older export; written to a temporary sibling and renamed into place) and
     returns the metadata.
 
-    calibration_images: see calibration_pixels; None writes the float32 model only.
+    calibration_images: see calibration_pixels; None writes the float32 network only.
     threshold: the recommended squared-L2 verification threshold to record.
     """
-    image_size = model_image_size(model)
+    image_size = model_image_size(network)
     if image_size != (None, None) and tuple(image_size) != tuple(preprocess.image_size):
         raise ValueError(f"preprocess image_size {preprocess.image_size} does not match the "
-                         f"model's input size {tuple(image_size)}")
+                         f"network's input size {tuple(image_size)}")
     calibration = info = None
     if calibration_images is not None:  # checked before any slow conversion
         calibration, info = calibration_pixels(calibration_images, preprocess,
                                                num_calibration, seed)
-    fn = embedding_function(model, preprocess.image_size)
+    fn = embedding_function(network, preprocess.image_size)
     contents = {FLOAT32_FILE: convert_float32(fn)}
     if calibration is not None:
         contents[INT8_FILE] = convert_int8(fn, calibration)
-    dim = int(model.output_shape[-1])
+    dim = int(network.output_shape[-1])
     h, w = preprocess.image_size
     files = {}
     for name, content in contents.items():
@@ -275,8 +275,8 @@ def export_tflite(model: keras.Model, out_dir: str, preprocess: pp.PreprocessCon
         "embedding_dim": dim,
         "distance": "squared L2 (same = distance below threshold)",
         "threshold": None if threshold is None else float(threshold),
-        "fingerprint": weights_fingerprint(model),
-        "model_name": model.name,
+        "fingerprint": weights_fingerprint(network),
+        "model_name": network.name,
         "files": files,
         "byte_embeddings": {
             "quantizer": "facenet_tf.models.quantize.quantize_embeddings",
