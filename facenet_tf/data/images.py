@@ -16,6 +16,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
+# Side of the square thumbnails of contact sheets and projector sprites, in pixels.
+THUMBNAIL_SIZE = 64
 # Pillow's default cap is about 89 megapixels; a face photo larger than that is a bad file.
 MAX_PIXELS = 89_478_485
 _KEEP_FORMATS = {"JPEG": "jpeg", "PNG": "png"}
@@ -113,3 +115,17 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return image.convert("RGB")
+
+
+def thumbnail(image, size: int = THUMBNAIL_SIZE) -> np.ndarray:
+    """uint8 [size, size, 3]: an image (encoded bytes or an [H, W, 3] array) resized to fit
+    and centred on black."""
+    if isinstance(image, (bytes, bytearray)):
+        picture = Image.open(io.BytesIO(image))
+    else:
+        picture = Image.fromarray(np.asarray(image, np.uint8))
+    picture = picture.convert("RGB")
+    picture.thumbnail((size, size), Image.BILINEAR)
+    canvas = Image.new("RGB", (size, size))
+    canvas.paste(picture, ((size - picture.width) // 2, (size - picture.height) // 2))
+    return np.asarray(canvas)

@@ -12,25 +12,11 @@ from tensorboard.plugins import projector
 
 from facenet_tf.common import io_utils
 from facenet_tf.data.image_files import read_encoded
+from facenet_tf.data.images import THUMBNAIL_SIZE, thumbnail
 
-THUMBNAIL_SIZE = 64
 # TensorBoard's projector reads sprites up to 8192 x 8192 pixels.
 MAX_SPRITE_SIDE = 8192
 _TENSOR_NAME = "embeddings/.ATTRIBUTES/VARIABLE_VALUE"
-
-
-def thumbnail(image, size: int = THUMBNAIL_SIZE) -> np.ndarray:
-    """uint8 [size, size, 3]: an image (encoded bytes or an [H, W, 3] array) resized to fit
-    and centred on black."""
-    if isinstance(image, (bytes, bytearray)):
-        picture = Image.open(io.BytesIO(image))
-    else:
-        picture = Image.fromarray(np.asarray(image, np.uint8))
-    picture = picture.convert("RGB")
-    picture.thumbnail((size, size), Image.BILINEAR)
-    canvas = Image.new("RGB", (size, size))
-    canvas.paste(picture, ((size - picture.width) // 2, (size - picture.height) // 2))
-    return np.asarray(canvas)
 
 
 def file_thumbnails(paths, size: int = THUMBNAIL_SIZE) -> np.ndarray:

@@ -13,7 +13,6 @@ from facenet_tf.data import preprocess as pp
 from facenet_tf.data.image_files import read_encoded
 from facenet_tf.detection.align import AlignConfig
 from facenet_tf.detection.faces import find_faces
-from facenet_tf.evaluation import visualize
 
 # Photos read, detected and aligned per detector call.
 PHOTOS_PER_CHUNK = 32
@@ -119,7 +118,7 @@ def embed_photo_faces(embedder, detector, paths, names=None, align: AlignConfig 
                 rows.append((faces.name, index, faces.detections.boxes[index],
                              faces.detections.scores[index], index == faces.main))
                 if thumbnail_size:
-                    thumbs.append(visualize.thumbnail(faces.crops[k], thumbnail_size))
+                    thumbs.append(image_utils.thumbnail(faces.crops[k], thumbnail_size))
         if crops:
             embeddings.append(embedder.embed_faces(np.stack(crops), batch_size, flip))
         bar.update(len(chunk))

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from facenet_tf.common import io_utils
 from facenet_tf.data import image_files, records
+from facenet_tf.data.images import THUMBNAIL_SIZE
 from facenet_tf.detection.align import AlignConfig
 from facenet_tf.evaluation import clustering, visualize
 from facenet_tf.inference import batch_embed
@@ -128,7 +129,7 @@ def cluster_folder(embedder, folder: str, threshold: float | None = None,
         raise ValueError(f"{folder}: no images found")
     t = threshold if threshold is not None else (embedder.threshold or DEFAULT_CLUSTER_THRESHOLD)
     rel = [os.path.relpath(p, folder) for p in paths]
-    size = visualize.THUMBNAIL_SIZE if contact_sheet else None
+    size = THUMBNAIL_SIZE if contact_sheet else None
     skipped = []
     if detector is None:
         emb = batch_embed.embed_files(embedder, paths, batch_size=batch_size)

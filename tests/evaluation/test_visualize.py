@@ -9,6 +9,7 @@ from google.protobuf import text_format
 from PIL import Image
 from tensorboard.plugins import projector
 
+from facenet_tf.data import images
 from facenet_tf.evaluation import visualize
 
 
@@ -64,6 +65,6 @@ def test_contact_sheet_has_one_row_per_cluster(tmp_path):
 
 def test_thumbnail_keeps_the_aspect_ratio_on_black():
     wide = np.full((10, 40, 3), 200, np.uint8)
-    t = visualize.thumbnail(wide, 16)
+    t = images.thumbnail(wide, 16)
     assert t.shape == (16, 16, 3)
     assert (t[8, :] == 200).all() and (t[0, :] == 0).all()
