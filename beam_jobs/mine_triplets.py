@@ -24,8 +24,8 @@ def _define_flags():
     flags.DEFINE_string("dataset", None, "Dataset directory written by beam_jobs.build_dataset "
                         "(manifest.json + images-*.tfrecord shards); local or gs://.")
     flags.DEFINE_string("model", None, "Embedding model: a SavedModel written by "
-                        "facenet_tf.export (including the converted pretrained model) or a "
-                        ".keras checkpoint.")
+                        "facenet_tf.export (including the converted pretrained model), a "
+                        ".keras checkpoint or a .tflite file.")
     flags.DEFINE_string("output_dir", None, "Generation directory to write (triplets-*.tfrecord, "
                         "images-*.tfrecord + manifest.json, written last); must not hold a "
                         "complete generation.")
@@ -46,7 +46,7 @@ def _define_flags():
     flags.DEFINE_integer("num_shards", 4, "Number of triplet TFRecord shards.")
     flags.DEFINE_integer("batch_size", 64, "Images per embedding batch.")
     flags.DEFINE_string("strategy_options", "{}", "JSON object of extra select_triplets "
-                        "options, e.g. '{\"negative\": \"hardest\"}'.")
+                        "options, e.g. '{\"choose\": \"hardest\"}'.")
     for name in ("dataset", "model", "output_dir"):
         flags.mark_flag_as_required(name)
 

@@ -23,7 +23,7 @@ import time
 from absl import flags, logging
 
 from facenet_tf import _cli, datasets
-from facenet_tf.common import runinfo
+from facenet_tf.common import io_utils, runinfo
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data.splits import split_identities
 from facenet_tf.evaluation.protocols import evaluate_pairs_file
@@ -60,7 +60,11 @@ def run_trainer(args: list, log_path: str) -> None:
 def main(argv):
     del argv
     started = time.time()
-    input_dir = os.path.abspath(FLAGS.input_dir or datasets.ORL_FACES_DIR)
+    flagfile = io_utils.require_file(FLAGS.train_flagfile or os.path.join(
+        CONFIG_DIR, "pretrained_finetune.flags" if FLAGS.model == "pretrained"
+        else "orl_demo.flags"), "train_flagfile")
+    input_dir = os.path.abspath(io_utils.require_dir(FLAGS.input_dir or datasets.ORL_FACES_DIR,
+                                                     "input_dir"))
     work = os.path.abspath(FLAGS.work_dir)
     if FLAGS.fresh and os.path.isdir(work):
         shutil.rmtree(work)
@@ -103,9 +107,6 @@ def main(argv):
     print(f"{len(pairs)} pairs ({sum(p.issame for p in pairs)} matched) in {num_folds} "
           f"identity-disjoint folds -> {pairs_path}")
 
-    flagfile = FLAGS.train_flagfile or os.path.join(
-        CONFIG_DIR, "pretrained_finetune.flags" if FLAGS.model == "pretrained"
-        else "orl_demo.flags")
     model_dir = os.path.join(work, "model")
     common = [f"--flagfile={flagfile}", f"--train_data={dataset_dir}", f"--model={FLAGS.model}",
               f"--seed={FLAGS.seed}"] + list(FLAGS.train_flag)

@@ -128,6 +128,11 @@ def _load_saved_model(path: str, preprocess: pp.PreprocessConfig | None) -> Embe
 def load_keras_embedder(path: str, preprocess: pp.PreprocessConfig | None = None,
                         xla_max_batch: int | None = None) -> Embedder:
     """A `.keras` file as an Embedder (its Keras network in `.network`); see load_embedder."""
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path}: no such .keras file")
+    with tf.io.gfile.GFile(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # a .keras file is a zip archive
+            raise ValueError(f"{path}: not a .keras file (not a zip archive)")
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as e:
@@ -201,7 +206,7 @@ def load_embedder(path, preprocess: pp.PreprocessConfig | None = None,
     path = os.fspath(path)
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"{path}: no such model (expected a SavedModel directory from "
-                                "facenet_tf.export or a .keras file)")
+                                "facenet_tf.export, a .keras or a .tflite file)")
     if tf.io.gfile.isdir(path):
         if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
             raise ValueError(f"{path}: a directory without saved_model.pb, not a SavedModel")
