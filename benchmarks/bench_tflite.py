@@ -31,8 +31,8 @@ the distances and, on 900 pairs, flipped 5-6 pairs either way (int8 "gaining" 0.
 on one network and losing 0.67 on another in the same run, 2026-12-06).
 
 Speed: the SavedModel's `embed` signature (XLA at batch 1) with TF's intra/inter-op threads set
-to 1 or 2; TFLite with the interpreter's num_threads (XNNPACK); one image per call, median of
-alternating rounds, each thread count in its own process.
+to 1 or 2; TFLite run by LiteRT (ai_edge_litert, XNNPACK) with the interpreter's num_threads;
+one image per call, median of alternating rounds, each thread count in its own process.
 
     python -m benchmarks.bench_tflite [--quick]
 """
@@ -58,8 +58,10 @@ from facenet_tf.evaluation.protocols import evaluate_pairs_file
 from facenet_tf.inference.embedders import load_embedder, load_tflite_embedder
 from facenet_tf.models.frozen_graph import build_pretrained_model
 from facenet_tf.pipelines.build_dataset import build_dataset
-from facenet_tf.serving import tflite
+from facenet_tf.serving import tflite, tflite_runtime
 from facenet_tf.serving.saved_model import export_saved_model
+from facenet_tf.training.config import TrainConfig
+from facenet_tf.training.loop import train
 from facenet_tf.training.restore import restore_network
 
 NETWORKS = ("nns2", "nns1", "nn4", "pretrained")
@@ -107,18 +109,14 @@ def _prepare_lfw(work: str) -> dict | None:
 
 
 def _train(name: str, steps: int, dataset: str, model_dir: str) -> float:
-    """Trains `name` with the demo recipe through the trainer's command line; returns seconds."""
-    cmd = [sys.executable, "-m", "facenet_tf.train", f"--flagfile={FLAGFILE}",
-           f"--train_data={dataset}", f"--model_dir={model_dir}", f"--model={name}",
-           f"--steps={steps}", f"--remine_every_steps={max(1, steps // 2)}",
-           f"--checkpoint_every_steps={steps}", f"--seed={SEED}", "--verbose=2"]
+    """Trains `name` with the demo recipe (facenet_tf.train(config), in this process);
+    returns seconds."""
+    config = TrainConfig.from_flagfile(
+        FLAGFILE, train_data=dataset, model_dir=model_dir, architecture=name, steps=steps,
+        remine_every_steps=max(1, steps // 2), checkpoint_every_steps=steps, seed=SEED,
+        verbose=2)
     start = time.time()
-    with open(model_dir + ".log", "w") as log:
-        proc = subprocess.run(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                              env=dict(os.environ, PYTHONPATH=REPO_ROOT))
-    if proc.returncode:
-        raise RuntimeError(f"training {name} failed (exit {proc.returncode}); see "
-                           f"{model_dir}.log")
+    train(config)
     return time.time() - start
 
 
@@ -205,7 +203,7 @@ def speed_child(argv) -> None:
                 embedder = _load(variant, path)
                 fn = embedder.embed_pixels
             else:
-                fn = tflite.InterpreterRunner(path, num_threads=threads)
+                fn = tflite_runtime.InterpreterRunner(path, num_threads=threads)
             fn(pixels[:1])  # warm-up: XLA compile, XNNPACK set-up
             fns[(net, variant)] = (fn, pixels)
     rates = {key: [] for key in fns}

@@ -74,7 +74,7 @@ def run(quick: bool) -> list[dict]:
         gen = os.path.join(tmp, "gen")
         num_images = 100 if quick else 300
         _write_generation(gen, num_triplets=128 if quick else 512, num_images=num_images)
-        config = TrainConfig(train_data=tmp, model_dir=tmp, model="nns2", embedding_dim=64,
+        config = TrainConfig(train_data=tmp, model_dir=tmp, architecture="nns2", embedding_dim=64,
                              batch_size=batch, optimizer="adam", learning_rate=1e-3)
         distribute_strategy = distribution.make_distribute_strategy("mirrored", 0)
         model, embedder, _ = builders.compile_model(config, distribute_strategy)

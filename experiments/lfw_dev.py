@@ -17,10 +17,10 @@ finished settings are reused, an interrupted run resumes from its checkpoint.
 """
 
 import dataclasses
+import logging as std_logging
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 
@@ -35,11 +35,12 @@ from experiments.protocol import (
     stage,
 )
 from facenet_tf import _cli
-from facenet_tf.common import io_utils, runinfo
+from facenet_tf.common import config_flags, io_utils, runinfo
 from facenet_tf.data.image_files import list_images
 from facenet_tf.inference.batch_embed import embed_files
 from facenet_tf.inference.embedders import load_embedder
 from facenet_tf.training.config import TrainConfig
+from facenet_tf.training.loop import train
 from facenet_tf.training.run_dir import RunDir
 from facenet_tf.training.state import read_state
 
@@ -80,31 +81,23 @@ RECIPES = {
 }
 
 
-def flag_value(args: list, name: str, default=None):
-    """The value the trainer will see for --name in `args` (flag files read, last one wins)."""
-    value = default
-    for arg in args:
-        if arg.startswith("--flagfile="):
-            path = arg.split("=", 1)[1]
-            with open(path) as f:
-                lines = [line.strip() for line in f]
-            value = flag_value([x for x in lines if x.startswith("--")], name, value)
-        elif arg.startswith(f"--{name}="):
-            value = arg.split("=", 1)[1]
-    return value
+def recipe_settings(args: list) -> dict:
+    """The TrainConfig settings that trainer flags give (flag files read, last one wins),
+    parsed exactly as `python -m facenet_tf.train` parses them."""
+    return config_flags.read_flags(TrainConfig, args, source=" ".join(args))
 
 
-def run_trainer(args: list, log_path: str) -> None:
-    """`python -m facenet_tf.train ARGS`, its output appended to log_path."""
-    with open(log_path, "a") as log:
-        log.write(f"$ {shlex.join(args)}\n")
-        log.flush()
-        proc = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-    if proc.returncode != 0:
-        with open(log_path) as f:
-            tail = f.read()[-3000:]
-        raise RuntimeError(f"the trainer failed (exit {proc.returncode}); see {log_path}:\n"
-                           f"{tail}")
+def run_trainer(config: TrainConfig, log_path: str) -> None:
+    """facenet_tf.train(config) in this process, its log lines appended to log_path."""
+    handler = std_logging.FileHandler(log_path)
+    handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = std_logging.getLogger()
+    root.addHandler(handler)
+    try:
+        train(config)
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def heldout_spread(export_dir: str, heldout_root: str) -> dict:
@@ -157,30 +150,31 @@ def run_setting(work: str, recipe: str, setting: Setting, seed: int, trainer_arg
         shutil.rmtree(run_path, ignore_errors=True)
     os.makedirs(run_path, exist_ok=True)
     model_dir = os.path.join(run_path, "model")
-    args = [sys.executable, "-m", "facenet_tf.train"] + trainer_args + [
-        f"--train_data={protocol['dataset']}", f"--model_dir={model_dir}",
-        f"--eval_pairs={protocol['pairs_path']}",
-        f"--eval_images={protocol['heldout_images_root']}", f"--seed={seed}"]
+    config = TrainConfig(**{**recipe_settings(trainer_args),
+                            "train_data": protocol["dataset"], "model_dir": model_dir,
+                            "eval_pairs": protocol["pairs_path"],
+                            "eval_images": protocol["heldout_images_root"], "seed": seed})
     result_path, command_path = (os.path.join(run_path, n) for n in ("result.json",
                                                                        "command.json"))
     if os.path.exists(command_path):
-        before = io_utils.read_json(command_path)["args"][1:]
-        if before != args[1:]:
-            raise ValueError(
-                f"{command_path}: {setting.name} seed {seed} was started with the trainer "
-                f"flags {[a for a in before if a not in args]} where this command has "
-                f"{[a for a in args[1:] if a not in before]} (or another order); pass --fresh "
-                "to retrain it")
+        before = io_utils.read_json(command_path).get("config", {})
+        now = config.to_dict()
+        changed = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
+                            for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k))
+        if changed:
+            raise ValueError(f"{command_path}: {setting.name} seed {seed} was started with "
+                             f"other trainer settings ({changed}); pass --fresh to retrain it")
     if os.path.exists(result_path):
         print(f"{setting.name} seed {seed}: done before ({result_path})", flush=True)
         return io_utils.read_json(result_path)
-    io_utils.write_json_atomic(command_path, {"args": args})
+    io_utils.write_json_atomic(command_path, {"trainer_flags": trainer_args,
+                                              "config": config.to_dict()})
     state = read_state(RunDir(model_dir))
     log_path = os.path.join(run_path, "train.log")
     stage(f"{setting.name} seed {seed}: training (log: {log_path})")
     started = time.time()
-    run_trainer(args, log_path)
-    result = {"setting": setting.name, "seed": seed, "command": shlex.join(args),
+    run_trainer(config, log_path)
+    result = {"setting": setting.name, "seed": seed, "trainer_flags": trainer_args,
               "resumed_from_step": state.step if state else 0,
               **summarise_run(model_dir, recipe == "selection",
                               protocol["heldout_images_root"])}
@@ -276,9 +270,11 @@ def markdown_table(recipe: str, report: dict) -> str:
     lines += ["- wall: training, evaluations and the held-out spread of this command's "
               "runs (a resumed run counts from where it resumed); total "
               f"{report['wall_minutes']} min; git {report['run_info']['git_revision']}.",
-              "", "Commands (this one, then the trainer's):", "",
-              f"    {report['command']}"]
-    lines += [f"    {r['command']}" for r in report["runs"]]
+              "", "The command, then each run's trainer flags (facenet_tf.train(config), in "
+              "its process, on top of the recipe; the run's data, pairs and seed are added):",
+              "", f"    {report['command']}"]
+    lines += [f"    {r['setting']} seed {r['seed']}: {shlex.join(r['trainer_flags'])}"
+              for r in report["runs"]]
     return "\n".join(lines) + "\n"
 
 
@@ -302,9 +298,10 @@ def main(argv):
     budget = [f"--{name}={getattr(FLAGS, name)}" for name in ("steps", "remine_every_steps")
               if getattr(FLAGS, name) is not None]
     extra = budget + list(FLAGS.train_flag)
-    batch = int(flag_value(base + extra, "batch_size", TrainConfig.batch_size))
-    steps = int(flag_value(base + extra, "steps", TrainConfig.steps))
-    remine = int(flag_value(base + extra, "remine_every_steps", TrainConfig.remine_every_steps))
+    given = recipe_settings(base + extra)
+    batch = given.get("batch_size", TrainConfig.batch_size)
+    steps = given.get("steps", TrainConfig.steps)
+    remine = given.get("remine_every_steps", TrainConfig.remine_every_steps)
     if FLAGS.recipe == "finetune" and -(-steps // remine) < 4:
         logging.warning("steps=%d, remine_every_steps=%d: fewer than 4 generations", steps,
                         remine)

@@ -26,7 +26,7 @@ def main(argv):
     for path in argv[1:]:
         io_utils.require_file(path)  # before the model loads
     embedder = load_embedder(f.model)
-    result = workflows.compare(embedder, argv[1], argv[2], f.threshold,
+    result = workflows.verify(embedder, argv[1], argv[2], f.threshold,
                                detector=FaceDetector() if f.detect_faces else None,
                                align=batch_embed.align_config_for(embedder, f.margin,
                                                                 f.align_method))

@@ -2,7 +2,7 @@
 
     python -m facenet_tf.demo                      # bundled ORL faces, about 2 minutes on 2 cores
     python -m facenet_tf.demo --input_dir ../shared/data/lfw_dev/images --heldout_identities 100
-    python -m facenet_tf.demo --model pretrained   # fine-tune the pretrained FaceNet weights
+    python -m facenet_tf.demo --architecture pretrained   # fine-tune the pretrained weights
 
 Steps: for photos given with --input_dir, first detect and align each photo's face
 (beam_jobs.align_faces; the bundled ORL faces are crops already); split the identities into
@@ -14,16 +14,15 @@ evaluate the exported SavedModel; print a report.
 """
 
 import json
+import logging as std_logging
 import os
 import shutil
-import subprocess
-import sys
 import time
 
 from absl import flags, logging
 
 from facenet_tf import _cli, datasets
-from facenet_tf.common import io_utils, runinfo
+from facenet_tf.common import config_flags, io_utils, runinfo
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data.splits import split_identities
 from facenet_tf.evaluation.protocols import evaluate_pairs_file
@@ -31,6 +30,8 @@ from facenet_tf.inference.embedders import load_embedder
 from facenet_tf.pipelines.align_faces import AlignJobConfig, align_faces
 from facenet_tf.pipelines.align_faces import format_summary as format_aligned
 from facenet_tf.pipelines.build_dataset import build_dataset
+from facenet_tf.training.config import TrainConfig
+from facenet_tf.training.loop import train
 
 FLAGS = flags.FLAGS
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,27 +42,26 @@ def stage(message: str) -> None:
     print(f"\n=== [{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def run_trainer(args: list, log_path: str) -> None:
-    """Runs `python -m facenet_tf.train` with its progress streamed to the terminal and a log."""
-    cmd = [sys.executable, "-m", "facenet_tf.train"] + args
-    print("$ " + " ".join(cmd), flush=True)
-    with open(log_path, "a") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                bufsize=1, cwd=REPO_ROOT)
-        for line in proc.stdout:
-            log.write(line)
-            if "\r" not in line:
-                sys.stdout.write(line)
-                sys.stdout.flush()
-        if proc.wait() != 0:
-            raise RuntimeError(f"the trainer failed (exit {proc.returncode}); see {log_path}")
+def run_trainer(config: TrainConfig, log_path: str) -> dict:
+    """facenet_tf.train(config), in this process, with the trainer's log lines also in a file."""
+    print(f"training {config.architecture} in {config.model_dir} ({config.steps} steps); "
+          f"log: {log_path}", flush=True)
+    handler = std_logging.FileHandler(log_path)
+    handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = std_logging.getLogger()
+    root.addHandler(handler)
+    try:
+        return train(config)
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def main(argv):
     del argv
     started = time.time()
     flagfile = io_utils.require_file(FLAGS.train_flagfile or os.path.join(
-        CONFIG_DIR, "pretrained_finetune.flags" if FLAGS.model == "pretrained"
+        CONFIG_DIR, "pretrained_finetune.flags" if FLAGS.architecture == "pretrained"
         else "orl_demo.flags"), "train_flagfile")
     input_dir = os.path.abspath(io_utils.require_dir(FLAGS.input_dir or datasets.ORL_FACES_DIR,
                                                      "input_dir"))
@@ -108,14 +108,15 @@ def main(argv):
           f"identity-disjoint folds -> {pairs_path}")
 
     model_dir = os.path.join(work, "model")
-    common = [f"--flagfile={flagfile}", f"--train_data={dataset_dir}", f"--model={FLAGS.model}",
-              f"--seed={FLAGS.seed}"] + list(FLAGS.train_flag)
+    recipe = config_flags.read_flags(TrainConfig, [f"--flagfile={flagfile}",
+                                                   *FLAGS.train_flag], source=flagfile)
+    recipe.update(train_data=dataset_dir, architecture=FLAGS.architecture, seed=FLAGS.seed)
 
     stage(f"{next(step)}/{total} baseline: the initial model (--steps 0), evaluated on the "
           "held-out pairs")
     baseline_export = os.path.join(work, "export_untrained")
-    run_trainer(common + [f"--model_dir={os.path.join(work, 'model_untrained')}", "--steps=0",
-                          f"--export_dir={baseline_export}"],
+    run_trainer(TrainConfig(**{**recipe, "model_dir": os.path.join(work, "model_untrained"),
+                               "steps": 0, "export_dir": baseline_export}),
                 os.path.join(work, "train_untrained.log"))
     before = evaluate_pairs_file(load_embedder(baseline_export), pairs_path, heldout_root,
                                  plots_dir=os.path.join(work, "plots_untrained"),
@@ -124,8 +125,8 @@ def main(argv):
     stage(f"{next(step)}/{total} train: offline semi-hard mining by Beam, MirroredStrategy, "
           "model.fit")
     export_dir = os.path.join(work, "export")
-    run_trainer(common + [f"--model_dir={model_dir}", f"--export_dir={export_dir}",
-                          f"--eval_pairs={pairs_path}", f"--eval_images={heldout_root}"],
+    run_trainer(TrainConfig(**{**recipe, "model_dir": model_dir, "export_dir": export_dir,
+                               "eval_pairs": pairs_path, "eval_images": heldout_root}),
                 os.path.join(work, "train.log"))
 
     stage(f"{next(step)}/{total} evaluate the exported SavedModel on the held-out pairs")
@@ -173,10 +174,11 @@ def _define_flags():
     flags.DEFINE_string("work_dir", "runs/demo", "Where every output of the demo goes.")
     flags.DEFINE_integer("heldout_identities", 10,
                          "Identities kept out of training, used only for the verification pairs.")
-    flags.DEFINE_string("model", "nns2", "Architecture name, or 'pretrained'.")
+    flags.DEFINE_string("architecture", TrainConfig.architecture,
+                        "Network to train (facenet_tf.train's --architecture), or 'pretrained'.")
     flags.DEFINE_string("train_flagfile", None,
                         "Flag file of trainer settings (default: configs/orl_demo.flags, or "
-                        "configs/pretrained_finetune.flags for --model pretrained).")
+                        "configs/pretrained_finetune.flags for --architecture pretrained).")
     flags.DEFINE_multi_string("train_flag", [],
                               "Extra trainer flag, repeatable, e.g. --train_flag=--steps=400.")
     flags.DEFINE_integer("seed", 0, "Seed of the identity split, the pairs and training.")

@@ -69,6 +69,22 @@ def make_tiny_embedding_model(input_shape=(32, 32, 3), embedding_dim=8, seed=0):
     return keras.Model(inputs, outputs, name="tiny_embedder")
 
 
+def litert_one_image_at_a_time(model_path, pixels):
+    """Embeddings from a bare LiteRT interpreter invoked once per image: the oracle for the
+    project's TFLite runner (which batches, resizes and locks)."""
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=str(model_path))
+    interpreter.allocate_tensors()
+    inp = interpreter.get_input_details()[0]["index"]
+    out = interpreter.get_output_details()[0]["index"]
+    rows = []
+    for x in pixels:
+        interpreter.set_tensor(inp, np.asarray(x[None], np.float32))
+        interpreter.invoke()
+        rows.append(interpreter.get_tensor(out)[0].copy())
+    return np.stack(rows)
+
+
 @pytest.fixture
 def tiny_embedding_model():
     return make_tiny_embedding_model()

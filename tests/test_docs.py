@@ -22,9 +22,10 @@ content is written here). The conventions, also in CONTRIBUTING.md ("Docs"):
 4. Every --strategy_options value in the docs, and the example in the flag's own help, holds
    options that facenet_tf.triplets.mining accepts for the command's --strategy.
 
-A module's flags are read in one subprocess that imports each module and calls its
-`_define_flags()` (the flags a command defines when run); a module defining none that way
-(e.g. an argparse one) is asked for its --help instead.
+A module's flags are read in one subprocess that imports each module and, for a command (a
+module running through facenet_tf._cli), calls its run() up to _cli.run: the flags the command
+defines when it runs. A module defining no absl flags (e.g. an argparse one) is asked for its
+--help instead.
 """
 
 import concurrent.futures
@@ -307,14 +308,22 @@ def flag_names(args) -> list:
 
 
 _DUMP = r"""
-import importlib, json, sys
+import importlib, inspect, json, sys
 from absl import app, flags
 from apache_beam.options.pipeline_options import PipelineOptions
 try:
     import apache_beam.runners.dask.dask_runner  # DaskOptions (the [dask] extra)
 except ImportError:
     pass
+from facenet_tf import _cli
 
+class Defined(Exception):
+    pass
+
+def stop(*args, **kwargs):  # instead of running the command, once its flags are defined
+    raise Defined()
+
+_cli.run = stop
 app.define_help_flags()
 FLAGS = flags.FLAGS
 out = {}
@@ -322,8 +331,15 @@ for name in sys.argv[1:]:
     before = set(FLAGS)
     try:
         module = importlib.import_module(name)
-        if hasattr(module, "_define_flags"):
-            module._define_flags()
+        run = getattr(module, "run", None)
+        # A command (it runs through facenet_tf._cli): its run() defines the flags as the
+        # console script does, then stops at _cli.run. Other modules: their import-time flags.
+        if getattr(module, "_cli", None) is _cli and callable(run) and not inspect.signature(
+                run).parameters:
+            try:
+                run()
+            except Defined:
+                pass
     except Exception as e:
         out[name] = {"error": f"{type(e).__name__}: {e}"}
         continue
@@ -343,8 +359,8 @@ print("FLAGS_JSON " + json.dumps(out))
 
 
 def _help_flags(module, env):
-    """Flags listed by `python -m MODULE --help`, for a module that defines no absl flags in
-    _define_flags (argparse, say): ({names}, {boolean names})."""
+    """Flags listed by `python -m MODULE --help`, for a module that defines no absl flags
+    (argparse, say): ({names}, {boolean names})."""
     result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO_ROOT, env=env,
                             capture_output=True, text=True, timeout=TIMEOUT_S)
     found = re.findall(r"--(\[no\])?([A-Za-z][\w-]*)", result.stdout)

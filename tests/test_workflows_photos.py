@@ -102,13 +102,13 @@ def pretrained_embedder(tmp_path_factory):
 def test_compare_and_cluster_real_faces_in_photos(photos, detector, pretrained_embedder,
                                                    tmp_path):
     root, _ = photos
-    same = workflows.compare(pretrained_embedder, os.path.join(root, "a2.png"),
+    same = workflows.verify(pretrained_embedder, os.path.join(root, "a2.png"),
                              os.path.join(root, "a3.png"), threshold=1.1, detector=detector)
-    other = workflows.compare(pretrained_embedder, os.path.join(root, "a2.png"),
+    other = workflows.verify(pretrained_embedder, os.path.join(root, "a2.png"),
                               os.path.join(root, "b3.png"), threshold=1.1, detector=detector)
     assert same["same"] and not other["same"] and same["distance"] < other["distance"]
     with pytest.raises(workflows.NoFaceError, match="empty.png: no face found"):
-        workflows.compare(pretrained_embedder, os.path.join(root, "a2.png"),
+        workflows.verify(pretrained_embedder, os.path.join(root, "a2.png"),
                           os.path.join(root, "empty.png"), detector=detector)
 
     sheet = str(tmp_path / "sheet.png")

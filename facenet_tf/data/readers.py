@@ -242,6 +242,41 @@ def pk_batches(dataset_dir: str, p: int, k: int, preprocess: pp.PreprocessConfig
     return ds.prefetch(AUTOTUNE)
 
 
+def pk_batches_from_arrays(features, labels, p: int, k: int, seed: int,
+                           num_batches: int | None = None) -> tf.data.Dataset:
+    """Identity-balanced P x K batches of in-memory examples of any kind (not only faces):
+    (features [P*K, ...], labels [P*K]) with P distinct labels of K examples each, in blocks
+    of K rows, ready for `model.fit` with facenet_tf.triplets.losses.OnlineTripletLoss.
+
+    Each batch draws P labels among those with >= 2 examples, then K of each label's examples
+    (with replacement only for labels that have fewer than K). Batch b depends on (seed, b)
+    alone: same arrays and seed, same batches. num_batches: None repeats forever.
+    """
+    x = np.asarray(features)
+    y = np.asarray(labels).reshape(-1)
+    if len(x) != len(y):
+        raise ValueError(f"features ({len(x)}) and labels ({len(y)}) differ in length")
+    if p < 1 or k < 1:
+        raise ValueError(f"p and k must be >= 1, got p={p}, k={k}")
+    _, inverse = np.unique(y, return_inverse=True)
+    members = [np.flatnonzero(inverse == c) for c in range(inverse.max(initial=-1) + 1)]
+    eligible = np.array([c for c, m in enumerate(members) if len(m) >= 2])
+    if len(eligible) < p:
+        raise ValueError(f"only {len(eligible)} labels have >= 2 examples; cannot fill p={p}")
+
+    def batch_rows(b):
+        rng = np.random.default_rng([seed, int(b)])
+        chosen = rng.choice(eligible, size=p, replace=False)
+        return np.concatenate([rng.choice(members[c], size=k, replace=len(members[c]) < k)
+                               for c in chosen]).astype(np.int64)
+
+    x_t, y_t = tf.constant(x), tf.constant(y)
+    ds = tf.data.Dataset.counter() if num_batches is None else tf.data.Dataset.range(num_batches)
+    ds = ds.map(lambda b: tf.ensure_shape(tf.numpy_function(batch_rows, [b], tf.int64),
+                                          [p * k]))
+    return ds.map(lambda rows: (tf.gather(x_t, rows), tf.gather(y_t, rows))).prefetch(AUTOTUNE)
+
+
 def _parse_pk(serialized):
     rec = tf.io.parse_single_example(serialized, _PK_SPEC)
     return rec[records.ENCODED], rec[records.LABEL]

@@ -4,6 +4,7 @@ cluster)."""
 
 import dataclasses
 import functools
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -39,6 +40,21 @@ class PhotoFaces:
     def num_faces(self) -> int:
         return 0 if self.detections is None else len(self.detections)
 
+    @property
+    def boxes(self) -> np.ndarray:
+        """float32 [len(kept), 4] (x1, y1, x2, y2): the boxes of the aligned faces, in the
+        order of `crops`."""
+        if self.detections is None:
+            return np.zeros((0, 4), np.float32)
+        return self.detections.boxes[list(self.kept)]
+
+    @property
+    def scores(self) -> np.ndarray:
+        """float32 [len(kept)]: the detector scores of the aligned faces."""
+        if self.detections is None:
+            return np.zeros((0,), np.float32)
+        return self.detections.scores[list(self.kept)]
+
 
 def decode_photo(encoded: bytes) -> np.ndarray:
     """uint8 [H, W, 3] RGB pixels of any image Pillow reads (EXIF rotation applied, first
@@ -58,7 +74,14 @@ class DetectedPhoto:
 
 
 def _decoded(photo):
-    """uint8 pixels of an encoded photo (or of an array as given), or the reason it fails."""
+    """uint8 pixels of a photo file's path, of encoded bytes or of an array as given, or the
+    reason it fails."""
+    if isinstance(photo, (str, os.PathLike)):
+        try:
+            with tf.io.gfile.GFile(os.fspath(photo), "rb") as f:
+                photo = f.read()
+        except tf.errors.OpError as e:
+            return f"cannot read file: {e.message}"
     if not isinstance(photo, (bytes, bytearray)):
         return np.asarray(photo)
     try:
@@ -68,11 +91,13 @@ def _decoded(photo):
 
 
 def iter_detections(detector: FaceDetector, photos, names=None, map_fn=map):
-    """A DetectedPhoto per photo (encoded bytes, or uint8 arrays): unreadable ones first, then
+    """A DetectedPhoto per photo (paths, encoded bytes or uint8 arrays): unreadable ones first, then
     the others as each detector run finishes (FaceDetector.detect_runs), so a caller can align
     and write one run's faces while the next is detected. map_fn decodes the photos (an
     executor's map decodes them on its threads)."""
-    names = list(names) if names is not None else [f"image {i}" for i in range(len(photos))]
+    names = list(names) if names is not None else [
+        os.fspath(p) if isinstance(p, (str, os.PathLike)) else f"image {i}"
+        for i, p in enumerate(photos)]
     decoded = list(map_fn(_decoded, photos))
     order = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
     for i, d in enumerate(decoded):
@@ -105,9 +130,11 @@ def align_detected(photo: DetectedPhoto, config: AlignConfig, keep: str = "all")
     return PhotoFaces(photo.name, height, width, detections, kept, crops, main)
 
 
-def find_faces(detector: FaceDetector, photos, config: AlignConfig, keep: str = "all",
-               names=None) -> list:
-    """One PhotoFaces per photo (encoded bytes, or uint8 arrays), in order.
+def find_faces(detector: FaceDetector, photos, config: AlignConfig | None = None,
+               keep: str = "all", names=None) -> list:
+    """One PhotoFaces per photo (file paths, encoded bytes or uint8 arrays), in order, each
+    face aligned under `config` (default AlignConfig(): the reference recipe, box + 32 px
+    margin, 160x160).
 
     keep="main": only the main face of each photo (the dataset rule of
     facenet_tf.detection.main_face) is aligned; "all": every face, in score order. A photo that
@@ -115,6 +142,8 @@ def find_faces(detector: FaceDetector, photos, config: AlignConfig, keep: str = 
     """
     if keep not in KEEP_MODES:
         raise ValueError(f"keep must be one of {KEEP_MODES}, got {keep!r}")
+    config = config or AlignConfig()
+    photos = list(photos)
     results = [None] * len(photos)
     for photo in iter_detections(detector, photos, names):
         results[photo.index] = align_detected(photo, config, keep)

@@ -3,7 +3,6 @@ elsewhere): image files whole (each distinct file once), encoded images, or the 
 (detected, aligned, then embedded)."""
 
 import dataclasses
-import functools
 
 import numpy as np
 import tensorflow as tf
@@ -19,36 +18,6 @@ from facenet_tf.evaluation import visualize
 
 # Photos read, detected and aligned per detector call.
 PHOTOS_PER_CHUNK = 32
-
-
-def _embed_pixels(embedder, pixels: np.ndarray, flip: bool) -> np.ndarray:
-    """[B, h, w, 3] model inputs -> [B, D]; flip averages with the mirror images' embeddings
-    and re-normalises."""
-    emb = embedder.embed_pixels(pixels)
-    if flip:
-        emb = emb + embedder.embed_pixels(pixels[:, :, ::-1, :])
-        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    return emb.astype(np.float32)
-
-
-@functools.lru_cache(maxsize=8)
-def _crops_to_inputs(preprocess: pp.PreprocessConfig):
-    """A tf.function: uint8 crops [n, S, S, 3] -> the model inputs [n, h, w, 3] under
-    `preprocess` (what decoding them from lossless PNG would give)."""
-    spec = tf.TensorSpec([*preprocess.image_size, 3], tf.float32)
-    return tf.function(
-        lambda crops: tf.map_fn(lambda crop: pp.preprocess_image(crop, preprocess), crops,
-                                fn_output_signature=spec),
-        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
-
-
-def embed_crops(embedder, crops: np.ndarray, batch_size: int = 64,
-                flip: bool = False) -> np.ndarray:
-    """Aligned face crops uint8 [n, S, S, 3] -> [n, D], under the embedder's preprocessing."""
-    convert = _crops_to_inputs(embedder.preprocess)
-    out = [_embed_pixels(embedder, convert(tf.constant(crops[i:i + batch_size])).numpy(), flip)
-           for i in range(0, len(crops), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, embedder.embedding_dim), np.float32)
 
 
 def embed_encoded_images(embedder, encoded_images, total: int | None = None,
@@ -68,7 +37,7 @@ def embed_encoded_images(embedder, encoded_images, total: int | None = None,
     out, batch = [], []
 
     def flush():
-        out.append(_embed_pixels(embedder, np.stack(batch), flip))
+        out.append(embedder.embed_pixels(np.stack(batch), flip))
         batch.clear()
 
     for i, encoded in enumerate(encoded_images):
@@ -109,11 +78,6 @@ def align_config_for(embedder, margin: float = 32.0, method: str = "margin") -> 
                        method=method)
 
 
-def face_embedder(embedder):
-    """The same model for aligned crops: no further centre crop (the crop is the face)."""
-    return embedder.with_preprocess(dataclasses.replace(embedder.preprocess, crop_fraction=1.0))
-
-
 @dataclasses.dataclass
 class PhotoFaceTable:
     """Every face found in a list of photos, one row each, and the photos that gave none."""
@@ -135,7 +99,6 @@ def embed_photo_faces(embedder, detector, paths, names=None, align: AlignConfig 
     paths = list(paths)
     names = list(names) if names is not None else paths
     align = align or align_config_for(embedder)
-    model = face_embedder(embedder)
     embeddings, rows, skipped, thumbs = [], [], [], []
     bar = progress(total=len(paths), desc="finding and embedding faces", unit="photos")
     for start in range(0, len(paths), PHOTOS_PER_CHUNK):
@@ -156,7 +119,7 @@ def embed_photo_faces(embedder, detector, paths, names=None, align: AlignConfig 
                 if thumbnail_size:
                     thumbs.append(visualize.thumbnail(faces.crops[k], thumbnail_size))
         if crops:
-            embeddings.append(embed_crops(model, np.stack(crops), batch_size, flip))
+            embeddings.append(embedder.embed_faces(np.stack(crops), batch_size, flip))
         bar.update(len(chunk))
     bar.close()
     dim = embedder.embedding_dim

@@ -23,6 +23,7 @@ import tensorflow as tf
 from apache_beam.utils.shared import Shared
 
 from facenet_tf.common import io_utils, runinfo
+from facenet_tf.common.config_flags import setting
 from facenet_tf.data import readers, records
 from facenet_tf.data.preprocess import PreprocessConfig
 from facenet_tf.pipelines import beam_utils
@@ -34,8 +35,48 @@ from facenet_tf.triplets import mining
 STRATEGIES = mining.STRATEGIES
 
 
+@dataclasses.dataclass(kw_only=True)
+class SubsetMining:
+    """How offline triplets are mined: the selection rule and the subsets of identities it
+    runs on. Shared by the miner's MiningConfig and the trainer's TrainConfig (which mines a
+    generation every remine_every_steps)."""
+    strategy: str = setting("semi_hard", "Triplet selection rule (facenet_tf.triplets.mining."
+                            "select_triplets; the same code mines online and offline).",
+                            choices=STRATEGIES)
+    alpha: float = setting(0.2, "Triplet margin alpha on squared L2 distances.")
+    identities_per_subset: int = setting(45, "Offline: identities per mined subset.")
+    images_per_identity: int = setting(40, "At most this many images per identity in a mined "
+                                       "subset (a seeded sample); online: K of the P x K "
+                                       "batches.")
+    num_subsets: int | None = setting(None, "Offline: subsets mined per generation (default: "
+                                      "enough to cover --subset_fraction of the identities).")
+    subset_fraction: float | None = setting(None, "Offline, instead of --num_subsets: the "
+                                            "fraction of the identities with >= 2 images that "
+                                            "the subsets cover (1.0 if neither is given).")
+
+    def validate_mining(self) -> None:
+        """Raises ValueError naming the first bad mining setting and its value."""
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {self.alpha!r}")
+        for name in ("identities_per_subset", "images_per_identity"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.num_subsets is not None and self.subset_fraction is not None:
+            raise ValueError("give num_subsets or subset_fraction, not both")
+        if self.num_subsets is not None and self.num_subsets < 1:
+            raise ValueError(f"num_subsets must be >= 1, got {self.num_subsets!r}")
+        if self.subset_fraction is not None and not 0 < self.subset_fraction:
+            raise ValueError(f"subset_fraction must be > 0, got {self.subset_fraction!r}")
+
+    def subset_mining(self) -> dict:
+        """These settings as keyword arguments (for another SubsetMining)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(SubsetMining)}
+
+
 @dataclasses.dataclass
-class MiningConfig:
+class MiningConfig(SubsetMining):
     """One generation of offline mining.
 
     Subsets: num_subsets, or enough subsets to cover subset_fraction of the identities that
@@ -45,40 +86,34 @@ class MiningConfig:
     strategy_options are passed to select_triplets (e.g. its choice of negative).
     preprocess overrides the model's own preprocessing (for .keras files without metadata).
     """
-    dataset: str
-    model: str
-    output_dir: str
-    strategy: str = "semi_hard"
-    alpha: float = 0.2
-    identities_per_subset: int = 45
-    images_per_identity: int = 40
-    num_subsets: int | None = None
-    subset_fraction: float | None = None
-    negatives_per_subset: int = 0
-    seed: int = 0
-    generation: int = 0
-    num_shards: int = 4
-    batch_size: int = 64
-    strategy_options: dict = dataclasses.field(default_factory=dict)
+    dataset: str = setting(help="Dataset directory written by beam_jobs.build_dataset "
+                           "(manifest.json + images-*.tfrecord shards); local or gs://.")
+    model: str = setting(help="Embedding model: a SavedModel written by facenet_tf.export "
+                         "(including the converted pretrained model), a .keras or a .tflite "
+                         "file.")
+    output_dir: str = setting(help="Generation directory to write (triplets-*.tfrecord, "
+                              "images-*.tfrecord + manifest.json, written last); must not hold "
+                              "a complete generation.")
+    negatives_per_subset: int = setting(0, "Extra random images of other identities per "
+                                        "subset, used only as negatives.")
+    seed: int = setting(0, "Seed of subset sampling and of random selection.")
+    generation: int = setting(0, "Generation number recorded in every triplet.")
+    num_shards: int = setting(4, "Number of triplet TFRecord shards.")
+    batch_size: int = setting(64, "Images per embedding batch.")
+    strategy_options: dict = setting(
+        help="JSON object of extra select_triplets options, e.g. "
+             "'{\"choose\": \"hardest\"}' (semi_hard's negative within the band).",
+        default_factory=dict)
     preprocess: PreprocessConfig | None = None
 
     def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {self.alpha!r}")
-        for name in ("identities_per_subset", "images_per_identity", "num_shards", "batch_size"):
+        self.validate_mining()
+        for name in ("num_shards", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.negatives_per_subset < 0:
             raise ValueError(f"negatives_per_subset must be >= 0, got "
                              f"{self.negatives_per_subset!r}")
-        if self.num_subsets is not None and self.subset_fraction is not None:
-            raise ValueError("give num_subsets or subset_fraction, not both")
-        if self.num_subsets is not None and self.num_subsets < 1:
-            raise ValueError(f"num_subsets must be >= 1, got {self.num_subsets!r}")
-        if self.subset_fraction is not None and not 0 < self.subset_fraction:
-            raise ValueError(f"subset_fraction must be > 0, got {self.subset_fraction!r}")
         # select_triplets rejects unknown options; find out now, not on a worker.
         mining.select_triplets(np.zeros((2, 1), np.float32), [0, 1], self.strategy,
                                alpha=self.alpha, seed=0, **self.strategy_options)

@@ -107,7 +107,7 @@ def write_npz(path: str, arrays: dict, fingerprint: str) -> None:
     io_utils.write_bytes_atomic(path, buf.getvalue())
 
 
-def compare(embedder, path1: str, path2: str, threshold: float | None = None,
+def verify(embedder, path1: str, path2: str, threshold: float | None = None,
             detector=None, align: AlignConfig | None = None) -> dict:
     """Squared L2 distance of two images (with a detector: of the main face of each photo)
     and, given a threshold (or the model's), same or not. A photo without a face raises

@@ -1,5 +1,6 @@
-"""On-device export: an embedding network as TFLite files, float32 and full-integer int8, and
-an embedder that runs them with tf.lite.Interpreter.
+"""On-device export: an embedding network as TFLite files, float32 and full-integer int8.
+Running them (LiteRT, without TensorFlow) is facenet_tf.serving.tflite_runtime's; the writer
+uses it to record each file's ops and the int8 graph's agreement with the float32 one.
 
 Each export directory holds model_float32.tflite, model_int8.tflite (when calibration images
 are given) and facenet_tf_tflite.json (input size, the exact preprocessing, embedding size,
@@ -13,7 +14,6 @@ and output, so an app feeds and reads the same tensors as with the float32 graph
 
 import hashlib
 import os
-import threading
 
 import keras
 import numpy as np
@@ -26,13 +26,16 @@ from facenet_tf.data import images as image_utils
 from facenet_tf.data import preprocess as pp
 from facenet_tf.models import quantize
 from facenet_tf.models.inference import fold_batch_norm
+from facenet_tf.serving import tflite_runtime
 from facenet_tf.serving.saved_model import model_image_size, weights_fingerprint
+from facenet_tf.serving.tflite_runtime import (  # the format's names, for the writer's callers
+    FLOAT32_FILE,
+    INT8_FILE,
+    METADATA_FILE,
+    METADATA_FORMAT,
+    METADATA_VERSION,
+)
 
-FLOAT32_FILE = "model_float32.tflite"
-INT8_FILE = "model_int8.tflite"
-METADATA_FILE = "facenet_tf_tflite.json"
-METADATA_FORMAT = "facenet_tf.tflite"
-METADATA_VERSION = 1
 DEFAULT_NUM_CALIBRATION = 200
 MAX_LISTED_SKIPPED = 20
 
@@ -176,10 +179,10 @@ def convert_int8(fn, calibration: np.ndarray) -> bytes:
 def tflite_ops(content: bytes) -> dict:
     """{op name: count} of a .tflite model, and the ops that compute in float32 (for an int8
     model, the ones a pure-integer accelerator could not run), as {"ops", "float_ops"}."""
-    interpreter = tf.lite.Interpreter(model_content=content)
+    interpreter = tflite_runtime.interpreter(model_content=content, delegates=False)
     dtypes = {t["index"]: np.dtype(t["dtype"]) for t in interpreter.get_tensor_details()}
     ops, float_ops = {}, {}
-    # TF has no public per-op listing of a .tflite model besides the Analyzer's printed text.
+    # LiteRT has no public per-op listing of a .tflite model besides the Analyzer's printed text.
     for op in interpreter._get_ops_details():
         name = op["op_name"]
         ops[name] = ops.get(name, 0) + 1
@@ -192,8 +195,8 @@ def tflite_ops(content: bytes) -> dict:
 def int8_agreement(float_content: bytes, int8_content: bytes, pixels: np.ndarray) -> dict:
     """How closely the int8 graph follows the float32 one on `pixels`: cosine of their
     embeddings (min, mean) and the int8 embeddings' largest deviation from unit length."""
-    a = InterpreterRunner(model_content=float_content)(pixels)
-    b = InterpreterRunner(model_content=int8_content)(pixels)
+    a = tflite_runtime.InterpreterRunner(model_content=float_content)(pixels)
+    b = tflite_runtime.InterpreterRunner(model_content=int8_content)(pixels)
     norms = np.linalg.norm(b, axis=1)
     cosine = np.sum(a * b, axis=1) / np.maximum(norms, 1e-12)
     return {"num_images": len(pixels), "min_cosine": float(cosine.min()),
@@ -296,57 +299,4 @@ def export_tflite(model: keras.Model, out_dir: str, preprocess: pp.PreprocessCon
             with tf.io.gfile.GFile(os.path.join(tmp, name), "wb") as f:
                 f.write(content)
         io_utils.write_json_atomic(os.path.join(tmp, METADATA_FILE), metadata)
-    return metadata
-
-
-class InterpreterRunner:
-    """Runs a .tflite embedding graph on float32 [N, H, W, 3] arrays of any N (the input is
-    resized when N changes). Calls are serialised by a lock: tf.lite.Interpreter is not
-    thread-safe."""
-
-    def __init__(self, model_path: str | None = None, model_content: bytes | None = None,
-                 num_threads: int | None = None):
-        self.interpreter = tf.lite.Interpreter(model_path=model_path, model_content=model_content,
-                                               num_threads=num_threads)
-        self._input_index = self.interpreter.get_input_details()[0]["index"]
-        self._output_index = self.interpreter.get_output_details()[0]["index"]
-        self._batch = None
-        self._lock = threading.Lock()
-
-    def __call__(self, pixels) -> np.ndarray:
-        pixels = np.ascontiguousarray(pixels, dtype=np.float32)
-        with self._lock:
-            if pixels.shape[0] != self._batch:
-                self.interpreter.resize_tensor_input(self._input_index, pixels.shape,
-                                                     strict=True)
-                self.interpreter.allocate_tensors()
-                self._batch = pixels.shape[0]
-            self.interpreter.set_tensor(self._input_index, pixels)
-            self.interpreter.invoke()
-            return self.interpreter.get_tensor(self._output_index)
-
-
-def read_metadata(model_path: str) -> dict:
-    """The facenet_tf_tflite.json beside a .tflite file, checked to describe that file."""
-    directory = os.path.dirname(model_path)
-    meta_path = os.path.join(directory, METADATA_FILE)
-    if not tf.io.gfile.exists(meta_path):
-        raise FileNotFoundError(f"{model_path}: no {METADATA_FILE} beside it; export the model "
-                                "with facenet_tf.serving.tflite.export_tflite")
-    metadata = io_utils.read_json(meta_path)
-    if metadata.get("format") != METADATA_FORMAT:
-        raise ValueError(f"{meta_path}: format is {metadata.get('format')!r}, "
-                         f"want {METADATA_FORMAT!r}")
-    if metadata.get("format_version") != METADATA_VERSION:
-        raise ValueError(f"{meta_path}: format_version {metadata.get('format_version')!r} is "
-                         f"not supported (this code reads version {METADATA_VERSION})")
-    entry = {e["file"]: e for e in metadata["files"].values()}.get(os.path.basename(model_path))
-    if entry is None:
-        raise ValueError(f"{model_path}: not one of the files {meta_path} describes "
-                         f"({sorted(e['file'] for e in metadata['files'].values())})")
-    with tf.io.gfile.GFile(model_path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    if digest != entry["sha256"]:
-        raise ValueError(f"{model_path}: its sha256 differs from the one recorded in "
-                         f"{meta_path}; the file was replaced after export")
     return metadata

@@ -13,7 +13,7 @@ from facenet_tf.triplets import losses
 
 def preprocess_config(config: TrainConfig, input_shape) -> PreprocessConfig:
     """The run's input preprocessing: the network's input size and the configured crop."""
-    if config.model == models.PRETRAINED:
+    if config.architecture == models.PRETRAINED:
         # The pretrained weights' own standardisation; the crop depends on the data (0.52 for
         # LFW's 250x250 thumbnails, 1.0 for tight face crops such as ORL).
         return PreprocessConfig(image_size=frozen_graph.PRETRAINED_PREPROCESS.image_size,
@@ -26,9 +26,9 @@ def build_network(config: TrainConfig, network_fn=None) -> keras.Model:
     """The embedding network: `network_fn()` if given, else facenet_tf.models by name."""
     if network_fn is not None:
         return network_fn()
-    if config.model == models.PRETRAINED:
+    if config.architecture == models.PRETRAINED:
         return models.build_model(models.PRETRAINED)
-    return models.build_model(config.model, embedding_dim=config.embedding_dim,
+    return models.build_model(config.architecture, embedding_dim=config.embedding_dim,
                               input_shape=config.input_shape, seed=config.seed)
 
 

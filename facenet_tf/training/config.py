@@ -2,55 +2,88 @@
 
 import dataclasses
 
-from facenet_tf.common import io_utils
-from facenet_tf.pipelines.mine_triplets import MiningConfig
+from facenet_tf.common import config_flags, io_utils
+from facenet_tf.common.config_flags import setting
+from facenet_tf.pipelines.mine_triplets import MiningConfig, SubsetMining
 
 MINING_MODES = ("offline", "online")
-MINING_STRATEGIES = ("semi_hard", "hard", "all", "random")
 OPTIMIZERS = ("adagrad", "adam", "sgd")
 SCHEDULES = ("constant", "exponential", "cosine", "piecewise")
 DISTRIBUTIONS = ("mirrored", "multi_worker")
 
 
+def _input_shape(value) -> tuple:
+    """--input_shape HEIGHT,WIDTH -> (HEIGHT, WIDTH, 3)."""
+    if len(value) != 2:
+        raise ValueError(f"--input_shape: expected HEIGHT,WIDTH, got {','.join(value)!r}")
+    return tuple(int(v) for v in value) + (3,)
+
+
 @dataclasses.dataclass
-class TrainConfig:
-    """One training run. Paths may be local or gs://; see facenet_tf.train for each field's flag."""
-    train_data: str
-    model_dir: str
-    model: str = "nns2"
-    embedding_dim: int = 128
-    input_shape: tuple | None = None
-    crop_fraction: float = 1.0
-    augment: bool = False
-    alpha: float = 0.2
-    mining: str = "offline"
-    strategy: str = "semi_hard"
-    remine_every_steps: int = 1000
-    identities_per_subset: int = 45
-    images_per_identity: int = 40
-    num_subsets: int | None = None
-    subset_fraction: float | None = None
-    batch_size: int = 30
-    optimizer: str = "adagrad"
-    learning_rate: float = 0.05
-    momentum: float = 0.9
-    lr_schedule: str = "constant"
-    lr_decay_steps: int = 1000
-    lr_decay_rate: float = 0.5
-    steps: int = 1000
-    checkpoint_every_steps: int = 100
-    export_dir: str | None = None
-    eval_pairs: str | None = None
-    eval_images: str | None = None
-    distribution: str = "mirrored"
-    num_cpu_replicas: int = 0
-    seed: int = 0
-    async_mining: bool = False
-    keep_generations: int = 2
-    beam_pipeline_args: tuple = ()
-    shuffle_buffer: int = 2048
-    decoded_cache_mb: float = 1024.0
-    verbose: int | None = None
+class TrainConfig(SubsetMining):
+    """One training run: every setting, its default and its help (the `train` command's flags
+    are made from these fields, and a recipe in configs/ reads into this class with
+    TrainConfig.from_flagfile). Paths may be local or gs://."""
+    train_data: str = setting(help="Training dataset: a beam_jobs.build_dataset output dir "
+                              "(images-*.tfrecord + manifest.json).")
+    model_dir: str = setting(help="Run directory: checkpoints, train_state.json, mined "
+                             "generations, snapshots, TensorBoard logs, run_info.json.")
+    architecture: str = setting("nns2", "Network to train: nn1, nn2, nn3, nn4, nns1, nns2, "
+                                "inception_resnet_v1, or 'pretrained' (fine-tune the converted "
+                                "FaceNet weights, 512-D).")
+    embedding_dim: int = setting(128, "Embedding size d (the paper's default 128).")
+    input_shape: tuple | None = setting(None, "Network input HEIGHT,WIDTH (default: the "
+                                        "architecture's).", from_flag=_input_shape)
+    crop_fraction: float = setting(1.0, "Center-crop fraction of the image before resizing.")
+    augment: bool = setting(False, "Seeded random crop, flip, brightness and contrast.")
+    mining: str = setting("offline", "offline: Beam-mined triplet generations (the paper's); "
+                          "online: in-batch mining over P x K batches gathered across "
+                          "replicas.", choices=MINING_MODES)
+    remine_every_steps: int = setting(1000, "Offline: steps per triplet generation; then "
+                                      "checkpoint, snapshot and mine the next generation with "
+                                      "the current weights.")
+    batch_size: int = setting(30, "Global batch: triplets per step (offline) or images per "
+                              "step (online, P x K).")
+    optimizer: str = setting("adagrad", "adagrad (the paper's, lr 0.05), adam, or sgd with "
+                             "--momentum.", choices=OPTIMIZERS)
+    learning_rate: float = setting(0.05, "Initial learning rate.")
+    momentum: float = setting(0.9, "Momentum for --optimizer=sgd.")
+    lr_schedule: str = setting("constant", "constant; exponential (x lr_decay_rate every "
+                               "lr_decay_steps, staircase); piecewise (the same as explicit "
+                               "boundaries); cosine (to 0 at --steps).", choices=SCHEDULES)
+    lr_decay_steps: int = setting(1000, "Steps between learning-rate decays.")
+    lr_decay_rate: float = setting(0.5, "Learning-rate factor per decay.")
+    steps: int = setting(1000, "Total training steps; 0 exports the initial network only.")
+    checkpoint_every_steps: int = setting(100, "Steps between checkpoints (one Keras epoch "
+                                          "each); a kill loses at most this many.")
+    export_dir: str | None = setting(None, "Final SavedModel (default: MODEL_DIR/export).")
+    eval_pairs: str | None = setting(None, "LFW-format pairs file scored after each "
+                                     "generation and at the end (validation); the best "
+                                     "checkpoint is kept in MODEL_DIR/best.")
+    eval_images: str | None = setting(None, "Image root the --eval_pairs names refer to.")
+    distribution: str = setting("mirrored", "mirrored: MirroredStrategy over all local GPUs "
+                                "(or CPU replicas); multi_worker: MultiWorkerMirroredStrategy "
+                                "configured by TF_CONFIG.", choices=DISTRIBUTIONS)
+    num_cpu_replicas: int = setting(0, "Split the CPU into this many logical devices and "
+                                    "mirror over them (multi-replica runs without GPUs).")
+    seed: int = setting(0, "Seed of initialisation, mining subsets, shuffling, augmentation.")
+    async_mining: bool = setting(False, "Offline: mine generation k+1 in the background "
+                                 "while training on k (double buffering; triplets one "
+                                 "generation older).")
+    keep_generations: int = setting(2, "Offline: keep the newest this many mined generations "
+                                    "(and the step snapshots from their mining on); older "
+                                    "ones are deleted as training moves on. 0 keeps all.")
+    beam_pipeline_args: tuple = setting((), "Beam pipeline options for the miner, comma-"
+                                        "separated, e.g. --runner=DataflowRunner,--project=P,"
+                                        "--region=R,--temp_location=gs://B/tmp (default: "
+                                        "in-process).")
+    shuffle_buffer: int = setting(2048, "Triplets in the shuffle buffer of a generation.")
+    decoded_cache_mb: float = setting(1024.0, "Offline mining: a generation's images are "
+                                      "decoded once and kept in memory when they fit in this "
+                                      "many MB (each is used by many triplets); else decoded "
+                                      "on every use.")
+    verbose: int | None = setting(None, "Keras progress: 1 bar, 2 one line per epoch "
+                                  "(default: 1 on a terminal, 2 in logs).")
 
     def __post_init__(self):
         if self.input_shape is not None:
@@ -60,15 +93,17 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad field and its value."""
-        choices = {"mining": MINING_MODES, "strategy": MINING_STRATEGIES,
-                   "optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES,
+        try:
+            self.validate_mining()
+        except ValueError as e:
+            raise ValueError(f"TrainConfig.{e}") from None
+        choices = {"mining": MINING_MODES, "optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES,
                    "distribution": DISTRIBUTIONS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig.{name} must be one of {allowed}, "
                                  f"got {getattr(self, name)!r}")
-        positive = ("embedding_dim", "remine_every_steps", "identities_per_subset",
-                    "images_per_identity", "batch_size", "checkpoint_every_steps",
+        positive = ("embedding_dim", "remine_every_steps", "batch_size", "checkpoint_every_steps",
                     "lr_decay_steps", "shuffle_buffer")
         for name in positive:
             if int(getattr(self, name)) < 1:
@@ -82,8 +117,6 @@ class TrainConfig:
                              f"read it), got {self.keep_generations!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate!r}")
-        if self.alpha < 0:
-            raise ValueError(f"TrainConfig.alpha must be >= 0, got {self.alpha!r}")
         if (self.eval_pairs is None) != (self.eval_images is None):
             raise ValueError("TrainConfig.eval_pairs and eval_images must be given together "
                              f"(got eval_pairs={self.eval_pairs!r}, "
@@ -110,7 +143,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "TrainConfig") -> "TrainConfig":
-        """The inverse of to_dict; an unknown key is an error naming it and `source`."""
+        """The inverse of to_dict; an unknown key is an error naming it and `source`. Runs
+        recorded before the network's name was `architecture` called it `model`."""
+        values = dict(values)
+        if "model" in values and "architecture" not in values:
+            values["architecture"] = values.pop("model")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
@@ -124,12 +161,18 @@ class TrainConfig:
     def load(cls, path: str) -> "TrainConfig":
         return cls.from_dict(io_utils.read_json(path), source=path)
 
+    @classmethod
+    def from_flagfile(cls, path: str, **overrides) -> "TrainConfig":
+        """A recipe of flags (configs/*.flags, as `python -m facenet_tf.train --flagfile=PATH`
+        reads it), with `overrides` on top: e.g. TrainConfig.from_flagfile(
+        "configs/orl_demo.flags", train_data=..., model_dir=...)."""
+        values = config_flags.read_flagfile(cls, path)
+        values.update(overrides)
+        return cls(**values)
+
     def mining_config(self, model: str, output_dir: str, seed: int,
                       generation: int) -> MiningConfig:
-        """The Beam miner's config for one generation of this run, mined by `model`."""
-        return MiningConfig(
-            dataset=self.train_data, model=model, output_dir=output_dir,
-            strategy=self.strategy, alpha=self.alpha,
-            identities_per_subset=self.identities_per_subset,
-            images_per_identity=self.images_per_identity, num_subsets=self.num_subsets,
-            subset_fraction=self.subset_fraction, seed=seed, generation=generation)
+        """The Beam miner's config for one generation of this run, mined by `model` (the
+        path of the step's snapshot)."""
+        return MiningConfig(dataset=self.train_data, model=model, output_dir=output_dir,
+                            seed=seed, generation=generation, **self.subset_mining())

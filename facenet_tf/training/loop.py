@@ -33,7 +33,7 @@ def train(config: TrainConfig, network_fn=None, distribute_strategy=None) -> dic
 
     Returns step, generation, export_dir, final loss, the loss history, every evaluation, the
     final and the best one. `network_fn` (optional) builds a custom embedding network instead
-    of config.model; `distribute_strategy` overrides the tf.distribute strategy that
+    of config.architecture; `distribute_strategy` overrides the tf.distribute strategy that
     config.distribution selects.
     """
     load_manifest(config.train_data)  # a bad --train_data fails before anything is built
@@ -73,7 +73,7 @@ class _Training:
         self.validator = Validator(self.run_dir, config.eval_pairs, config.eval_images,
                                    self.checkpointer.checkpoint, self.writer)
         self.snapshots = RunSnapshots(self.run_dir, self.network, self.preprocess,
-                                  {"model": config.model, "mining": config.mining,
+                                  {"architecture": config.architecture, "mining": config.mining,
                                    "alpha": config.alpha})
 
     def run(self) -> dict:

@@ -145,7 +145,7 @@ def test_identity_folder_embed_compare_cluster(setup, tmp_path):
     assert str(np.load(out)["model_fingerprint"]) == embedder.fingerprint
 
     a, b = (os.path.join(faces, ids[0]), os.path.join(faces, ids[5]))
-    c = workflows.compare(embedder, a, b)
+    c = workflows.verify(embedder, a, b)
     expect = float(np.sum((_oracle_embedding(model, a, CFG) - _oracle_embedding(model, b, CFG)) ** 2))
     assert c["distance"] == pytest.approx(expect, abs=1e-5)
     assert c["same"] == (expect <= 0.5)

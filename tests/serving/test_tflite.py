@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 
 from facenet_tf import datasets
 from facenet_tf.data import preprocess as pp
@@ -21,7 +22,11 @@ from facenet_tf.serving import saved_model, tflite
 from facenet_tf.training import loop
 from facenet_tf.training.config import TrainConfig
 from facenet_tf.training.restore import restore_network
-from tests.conftest import REPO_ROOT, make_image_folder, make_tiny_embedding_model
+from tests.conftest import (
+    litert_one_image_at_a_time,
+    make_image_folder,
+    make_tiny_embedding_model,
+)
 
 CFG = pp.PreprocessConfig(image_size=(32, 32), crop_fraction=0.8, standardization="fixed")
 
@@ -46,20 +51,6 @@ def _app_pixels(encoded, image_size, crop_fraction):
         face = np.clip(tf.image.resize(crop, (h, w), method="bilinear").numpy(), 0, 255)
         out.append((face - 127.5) / 128.0)
     return np.stack(out)
-
-
-def _raw_interpreter_embeddings(path, pixels):
-    """Embeddings from a bare tf.lite.Interpreter, one image per invoke."""
-    interpreter = tf.lite.Interpreter(model_path=path)
-    interpreter.allocate_tensors()
-    inp = interpreter.get_input_details()[0]["index"]
-    out = interpreter.get_output_details()[0]["index"]
-    rows = []
-    for x in pixels:
-        interpreter.set_tensor(inp, x[None].astype(np.float32))
-        interpreter.invoke()
-        rows.append(interpreter.get_tensor(out)[0].copy())
-    return np.stack(rows)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +104,7 @@ def test_documented_app_preprocessing_reproduces_the_embedder(tiny_export):
     images = [_png(10, (57, 41)), _png(11, (30, 90))]
     pixels = _app_pixels(images, meta["input_size"], meta["preprocess"]["crop_fraction"])
     path = os.path.join(out, tflite.FLOAT32_FILE)
-    expected = _raw_interpreter_embeddings(path, pixels)
+    expected = litert_one_image_at_a_time(path, pixels)
     np.testing.assert_allclose(load_tflite_embedder(path).embed_encoded(images),
                                expected, atol=1e-5)
 
@@ -121,7 +112,7 @@ def test_documented_app_preprocessing_reproduces_the_embedder(tiny_export):
 def test_int8_model_is_integer_with_float_input_and_output(tiny_export):
     _, out, meta, folder = tiny_export
     path = os.path.join(out, tflite.INT8_FILE)
-    interpreter = tf.lite.Interpreter(model_path=path)
+    interpreter = Interpreter(model_path=path)
     assert interpreter.get_input_details()[0]["dtype"] == np.float32
     assert interpreter.get_output_details()[0]["dtype"] == np.float32
     assert list(interpreter.get_input_details()[0]["shape_signature"]) == [-1, 32, 32, 3]
@@ -138,8 +129,8 @@ def test_int8_model_is_integer_with_float_input_and_output(tiny_export):
     # The agreement recorded in the metadata, recomputed with bare interpreters.
     pixels = np.stack([pp.preprocess_encoded(tf.constant(read_encoded(p)), CFG).numpy()
                        for p in list_images(folder)])
-    a = _raw_interpreter_embeddings(os.path.join(out, tflite.FLOAT32_FILE), pixels)
-    b = _raw_interpreter_embeddings(path, pixels)
+    a = litert_one_image_at_a_time(os.path.join(out, tflite.FLOAT32_FILE), pixels)
+    b = litert_one_image_at_a_time(path, pixels)
     recorded = meta["files"]["int8"]["agreement_on_calibration_images"]
     assert recorded["num_images"] == 10
     cos = np.sum(a * b, 1) / np.linalg.norm(b, axis=1)
@@ -309,7 +300,7 @@ def test_int8_keeps_the_nearest_neighbour_of_trained_nns2(tmp_path):
     int8 model's nearest neighbour among the 400 faces is the float model's for >= 95%."""
     dataset = str(tmp_path / "dataset")
     build_dataset(datasets.ORL_FACES_DIR, dataset, num_shards=2)
-    config = TrainConfig(train_data=dataset, model_dir=str(tmp_path / "run"), model="nns2",
+    config = TrainConfig(train_data=dataset, model_dir=str(tmp_path / "run"), architecture="nns2",
                          input_shape=(64, 56, 3), mining="online", strategy="semi_hard",
                          alpha=0.5, batch_size=40, images_per_identity=4, steps=40,
                          optimizer="adam", learning_rate=1e-3, checkpoint_every_steps=40,
@@ -327,32 +318,3 @@ def test_int8_keeps_the_nearest_neighbour_of_trained_nns2(tmp_path):
     identity = np.array([os.path.basename(os.path.dirname(p)) for p in paths])
     assert np.mean(identity[nn_float] == identity) >= 0.9  # the embeddings mean something
     assert np.mean(nn_int8 == nn_float) >= 0.95
-
-
-def _readme_interpreter_snippet():
-    """The Python block of the README's "On a phone" section, as a user would copy it."""
-    with open(os.path.join(REPO_ROOT, "README.md")) as f:
-        readme = f.read()
-    section = readme[readme.index("## On a phone"):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
-
-
-def test_readme_interpreter_snippet_runs_and_matches_the_loader(tmp_path, monkeypatch, capsys):
-    """The README's snippet, run on an export of ours: its distance equals the one from
-    load_tflite_embedder on the same two images (given at the input size, so that Pillow's
-    resize is the identity and no resampling difference enters)."""
-    cfg = pp.PreprocessConfig(image_size=(32, 32), crop_fraction=1.0, standardization="fixed")
-    out = tmp_path / "runs" / "orl" / "tflite"
-    folder = make_image_folder(str(tmp_path / "faces"), size=(40, 36))
-    tflite.export_tflite(make_tiny_embedding_model(), str(out), cfg, calibration_images=folder,
-                         num_calibration=10, threshold=0.9, seed=3)
-    faces = {name: _png(seed, (32, 32)) for seed, name in enumerate(["face_a.png", "face_b.png"])}
-    for name, data in faces.items():
-        (tmp_path / name).write_bytes(data)
-    monkeypatch.chdir(tmp_path)
-    exec(compile(_readme_interpreter_snippet(), "README.md", "exec"), {})
-    verdict, printed = capsys.readouterr().out.split()
-    emb = load_tflite_embedder(str(out / tflite.INT8_FILE)).embed_encoded(list(faces.values()))
-    expected = float(np.sum((emb[0] - emb[1]) ** 2))
-    assert abs(float(printed) - expected) < 1e-4
-    assert verdict == ("same" if expected <= 0.9 else "different")

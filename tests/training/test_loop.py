@@ -181,6 +181,6 @@ def test_final_export_carries_the_threshold_of_its_evaluation(tmp_path):
     assert embedder.threshold == pytest.approx(served["threshold_mean"], abs=1e-4)
     first = os.path.join(heldout, "person_00", "img_000.png")
     other = os.path.join(heldout, "person_01", "img_000.png")
-    decision = workflows.compare(embedder, first, other)
+    decision = workflows.verify(embedder, first, other)
     assert decision["threshold"] == embedder.threshold
     assert decision["same"] == (decision["distance"] <= embedder.threshold)

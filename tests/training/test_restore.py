@@ -16,7 +16,7 @@ from tests.training import _helpers
 def trained_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("restore")
     dataset = _helpers.tiny_dataset(tmp)
-    config = TrainConfig(train_data=dataset, model_dir=str(tmp / "run"), model="nns2",
+    config = TrainConfig(train_data=dataset, model_dir=str(tmp / "run"), architecture="nns2",
                          embedding_dim=16, steps=4, remine_every_steps=100,
                          checkpoint_every_steps=2, batch_size=4, identities_per_subset=4,
                          images_per_identity=4, num_subsets=1, optimizer="adam",

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+from tests.conftest import REPO_ROOT
 
 SCRIPT = r'''
 import json, os, sys
