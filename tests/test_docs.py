@@ -23,9 +23,9 @@ content is written here). The conventions, also in CONTRIBUTING.md ("Docs"):
    options that facenet_tf.triplets.mining accepts for the command's --strategy.
 
 A module's flags are read in one subprocess that imports each module and, for a command (a
-module running through facenet_tf._cli), calls its run() up to _cli.run: the flags the command
-defines when it runs. A module defining no absl flags (e.g. an argparse one) is asked for its
---help instead.
+module running through facenet_tf._cli), calls its run() up to _cli.run (or, without one, its
+_define_flags()): the flags the command defines when it runs. A module defining no absl flags
+(e.g. an argparse one) is asked for its --help instead.
 """
 
 import concurrent.futures
@@ -333,13 +333,16 @@ for name in sys.argv[1:]:
         module = importlib.import_module(name)
         run = getattr(module, "run", None)
         # A command (it runs through facenet_tf._cli): its run() defines the flags as the
-        # console script does, then stops at _cli.run. Other modules: their import-time flags.
+        # console script does, then stops at _cli.run; without a run(), its _define_flags().
+        # Other modules: their import-time flags.
         if getattr(module, "_cli", None) is _cli and callable(run) and not inspect.signature(
                 run).parameters:
             try:
                 run()
             except Defined:
                 pass
+        elif callable(getattr(module, "_define_flags", None)):
+            module._define_flags()
     except Exception as e:
         out[name] = {"error": f"{type(e).__name__}: {e}"}
         continue
