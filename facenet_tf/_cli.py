@@ -6,14 +6,21 @@ import functools
 import os
 import sys
 
+import tensorflow as tf
 from absl import app, flags
 
+from facenet_tf.data.preprocess import decode_error_message
 from facenet_tf.detection.align import METHODS, AlignConfig
 
 # Errors that mean "bad input" (a path, a file's contents, a flag's value): reported as one
-# line, exit status 1. FACENET_TF_TRACEBACK=1 shows the traceback instead.
+# line naming it, exit status 1. FACENET_TF_TRACEBACK=1 shows the traceback instead. The
+# TensorFlow ones are what tf.io.gfile and TF ops raise on a missing, unreadable or undecodable
+# file, for the paths no library check reached first; flags.Error and app.UsageError are a bad
+# command line (absl would print the whole usage).
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-               IsADirectoryError, PermissionError)
+               IsADirectoryError, PermissionError, tf.errors.NotFoundError,
+               tf.errors.PermissionDeniedError, tf.errors.InvalidArgumentError,
+               tf.errors.DataLossError, flags.Error, app.UsageError)
 
 _SHORT_HELP = ("--help", "-?", "--helpshort")
 _FULL_HELP = "--helpfull"
@@ -40,11 +47,9 @@ def run(main, command_module: str, flags_parser=None) -> None:
         if _FULL_HELP not in args:
             print("\nTry --helpfull to get a list of all flags.")
         sys.exit(0)
-    main = _reporting_errors(main, os.path.basename(program))
-    if flags_parser is None:
-        app.run(main)
-    else:
-        app.run(main, flags_parser=flags_parser)
+    program = os.path.basename(program)
+    app.run(_reporting_errors(main, program),
+            flags_parser=_reporting_errors(flags_parser or _parse_flags, program))
 
 
 def define_face_crop_flags(prefix: str = "Face crop") -> None:
@@ -63,21 +68,38 @@ def define_face_crop_flags(prefix: str = "Face crop") -> None:
         flags.FLAGS.register_key_flag_for_module(caller, flags.FLAGS[name])
 
 
+def _parse_flags(argv):
+    """absl's own parsing, raising flags.Error instead of printing it with a usage hint."""
+    return flags.FLAGS(argv)
+
+
 def beam_flags_parser(argv):
     """For Beam jobs: absl parses the job's own flags and leaves every other argument (Beam's
     pipeline options, e.g. --runner) to PipelineOptions, unchanged."""
     return flags.FLAGS(argv, known_only=True)
 
 
-def _reporting_errors(main, program: str):
-    @functools.wraps(main)
-    def run_main(argv):
+def _reporting_errors(fn, program: str):
+    """`fn` (a command's main, or the flags parser) with USER_ERRORS reported as one line on
+    stderr, "PROGRAM: error: MESSAGE", and exit status 1."""
+    @functools.wraps(fn)
+    def run(argv):
         try:
-            return main(argv)
+            return fn(argv)
         except USER_ERRORS as e:
             if os.environ.get("FACENET_TF_TRACEBACK") == "1":
                 raise
-            message = " ".join(str(e).split()) or type(e).__name__
-            print(f"{program}: error: {message}", file=sys.stderr)
+            print(f"{program}: error: {_one_line(e)}", file=sys.stderr)
             sys.exit(1)
-    return run_main
+    return run
+
+
+def _one_line(error: Exception) -> str:
+    if isinstance(error, tf.errors.OpError):
+        message = decode_error_message(error)
+    else:
+        message = str(error)
+    message = " ".join(message.split()) or type(error).__name__
+    if isinstance(error, (flags.Error, app.UsageError)):
+        message += " (--help lists the flags)"
+    return message

@@ -26,6 +26,7 @@ def main(argv):
     f = flags.FLAGS
     if len(argv) != 2:
         raise app.UsageError("give one folder")
+    io_utils.require_dir(argv[1])  # before the model loads
     embedder = load_embedder(f.model)
     result = workflows.cluster_folder(
         embedder, argv[1], f.threshold, f.linkage,

@@ -12,6 +12,7 @@ import json
 from absl import app, flags
 
 from facenet_tf import _cli
+from facenet_tf.common import io_utils
 from facenet_tf.detection.detector import FaceDetector
 from facenet_tf.inference import batch_embed
 from facenet_tf.inference.embedders import load_embedder
@@ -22,6 +23,8 @@ def main(argv):
     f = flags.FLAGS
     if len(argv) != 3:
         raise app.UsageError("give exactly two image paths")
+    for path in argv[1:]:
+        io_utils.require_file(path)  # before the model loads
     embedder = load_embedder(f.model)
     result = workflows.verify(embedder, argv[1], argv[2], f.threshold,
                                detector=FaceDetector() if f.detect_faces else None,

@@ -22,7 +22,7 @@ import time
 from absl import flags, logging
 
 from facenet_tf import _cli, datasets
-from facenet_tf.common import config_flags, runinfo
+from facenet_tf.common import config_flags, io_utils, runinfo
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data.splits import split_identities
 from facenet_tf.evaluation.protocols import evaluate_pairs_file
@@ -60,7 +60,11 @@ def run_trainer(config: TrainConfig, log_path: str) -> dict:
 def main(argv):
     del argv
     started = time.time()
-    input_dir = os.path.abspath(FLAGS.input_dir or datasets.ORL_FACES_DIR)
+    flagfile = io_utils.require_file(FLAGS.train_flagfile or os.path.join(
+        CONFIG_DIR, "pretrained_finetune.flags" if FLAGS.architecture == "pretrained"
+        else "orl_demo.flags"), "train_flagfile")
+    input_dir = os.path.abspath(io_utils.require_dir(FLAGS.input_dir or datasets.ORL_FACES_DIR,
+                                                     "input_dir"))
     work = os.path.abspath(FLAGS.work_dir)
     if FLAGS.fresh and os.path.isdir(work):
         shutil.rmtree(work)
@@ -103,9 +107,6 @@ def main(argv):
     print(f"{len(pairs)} pairs ({sum(p.issame for p in pairs)} matched) in {num_folds} "
           f"identity-disjoint folds -> {pairs_path}")
 
-    flagfile = FLAGS.train_flagfile or os.path.join(
-        CONFIG_DIR, "pretrained_finetune.flags" if FLAGS.architecture == "pretrained"
-        else "orl_demo.flags")
     model_dir = os.path.join(work, "model")
     recipe = config_flags.read_flags(TrainConfig, [f"--flagfile={flagfile}",
                                                    *FLAGS.train_flag], source=flagfile)

@@ -24,6 +24,8 @@ from facenet_tf.recognition import workflows
 def main(argv):
     del argv
     f = flags.FLAGS
+    if not tf.io.gfile.isdir(f.input):
+        workflows.tfrecord_files(f.input)  # the error, before the model loads
     embedder = load_embedder(f.model)
     if tf.io.gfile.isdir(f.input):
         detector = FaceDetector() if f.detect_faces else None

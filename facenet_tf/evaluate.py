@@ -15,6 +15,7 @@ import json
 from absl import flags
 
 from facenet_tf import _cli
+from facenet_tf.common import io_utils
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data import preprocess as pp
 from facenet_tf.detection.detector import FaceDetector
@@ -30,12 +31,20 @@ from facenet_tf.inference.embedders import load_embedder
 def main(argv):
     del argv
     f = flags.FLAGS
+    # The inputs are checked before the (slow) model load.
+    if f.pairs:
+        if not f.images:
+            raise flags.ValidationError("--pairs needs --images")
+        io_utils.require_file(f.pairs, "--pairs")
+        io_utils.require_dir(f.images, "--images")
+    elif f.identity_folder:
+        io_utils.require_dir(f.identity_folder, "--identity_folder")
+    else:
+        raise flags.ValidationError("give --pairs and --images, or --identity_folder")
     embedder = load_embedder(f.model)
     embedder = embedder.with_preprocess(override_preprocess(
         embedder.preprocess, f.image_size, f.crop_fraction, f.standardization))
     if f.pairs:
-        if not f.images:
-            raise flags.ValidationError("--pairs needs --images")
         result = evaluate_pairs_file(embedder, f.pairs, f.images, flip=f.flip,
                                 skip_missing=f.skip_missing, batch_size=f.batch_size, ext=f.ext,
                                 naming=f.naming, num_folds=f.num_folds, seed=f.seed,
@@ -43,19 +52,17 @@ def main(argv):
                                 detector=FaceDetector() if f.align else None,
                                 align=batch_embed.align_config_for(embedder, f.margin,
                                                                    f.align_method))
-    elif f.identity_folder:
+    else:
         result = evaluate_identity_folder(embedder, f.identity_folder, flip=f.flip,
                                           projector_dir=f.projector_dir,
                                           batch_size=f.batch_size, output_json=f.output_json,
                                           distance_threshold=f.cluster_threshold)
-    else:
-        raise flags.ValidationError("give --pairs and --images, or --identity_folder")
     print(json.dumps(result, indent=2, sort_keys=True, default=lambda v: v.tolist()))
 
 
 def _define_flags():
-    flags.DEFINE_string("model", None, "SavedModel dir (facenet_tf.export) or .keras file.",
-                        required=True)
+    flags.DEFINE_string("model", None, "SavedModel dir (facenet_tf.export), .keras or .tflite "
+                        "file.", required=True)
     flags.DEFINE_string("pairs", None, "LFW-format pairs file.")
     flags.DEFINE_string("images", None, "Image root the pairs refer to.")
     flags.DEFINE_string("projector_dir", None, "With --identity_folder: write a TensorBoard "

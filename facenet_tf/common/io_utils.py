@@ -52,15 +52,50 @@ def write_json_atomic(path: str, obj) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def read_bytes(path: str) -> bytes:
+    """A file's bytes; a missing path, a directory or an unreadable file is an error naming it
+    (FileNotFoundError, IsADirectoryError, PermissionError), not a TensorFlow OpError."""
+    path = require_file(path)
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            return f.read()
+    except tf.errors.NotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except tf.errors.PermissionDeniedError:
+        raise PermissionError(f"{path}: permission denied") from None
+
+
+def require_file(path: str, what: str = "") -> str:
+    """`path` if it is a file; else FileNotFoundError (nothing there) or IsADirectoryError,
+    naming it (after `what`, e.g. "--pairs", when given). For checking a command's inputs
+    before slow work."""
+    path = os.fspath(path)
+    name = f"{what} {path}" if what else path
+    if tf.io.gfile.isdir(path):
+        raise IsADirectoryError(f"{name}: a directory, not a file")
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{name}: no such file")
+    return path
+
+
+def require_dir(path: str, what: str = "") -> str:
+    """`path` if it is a directory; else FileNotFoundError (nothing there) or NotADirectoryError
+    (a file), naming it (after `what`, e.g. "input_dir", when given)."""
+    path = os.fspath(path)
+    name = f"{what} {path}" if what else path
+    if tf.io.gfile.isdir(path):
+        return path
+    if tf.io.gfile.exists(path):
+        raise NotADirectoryError(f"{name}: a file, not a directory")
+    raise FileNotFoundError(f"{name}: no such directory")
+
+
 def read_json(path: str):
     """Reads a JSON file; the error names the file."""
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    with tf.io.gfile.GFile(path, "r") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
+    try:
+        return json.loads(read_bytes(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
 
 
 def is_complete(directory: str) -> bool:
@@ -70,6 +105,7 @@ def is_complete(directory: str) -> bool:
 
 def read_manifest(directory: str) -> dict:
     """Reads a complete directory's manifest; a clear error if the directory is incomplete."""
+    require_dir(directory)
     path = os.path.join(directory, MANIFEST_NAME)
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(

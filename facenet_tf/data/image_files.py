@@ -5,6 +5,7 @@ import os
 
 import tensorflow as tf
 
+from facenet_tf.common import io_utils
 from facenet_tf.data import images
 from facenet_tf.data.preprocess import DECODABLE_MAGIC
 
@@ -18,8 +19,7 @@ def is_image_file(name: str) -> bool:
 
 def read_encoded(path: str) -> bytes:
     """A file's bytes in a format TF decodes (PGM, TIFF, ... converted to PNG with Pillow)."""
-    with tf.io.gfile.GFile(path, "rb") as f:
-        data = f.read()
+    data = io_utils.read_bytes(path)
     if data.startswith(DECODABLE_MAGIC):
         return data
     try:
@@ -29,7 +29,9 @@ def read_encoded(path: str) -> bytes:
 
 
 def list_images(root: str) -> list:
-    """Image files under `root` (recursively), sorted, as paths."""
+    """Image files under `root` (recursively), sorted, as paths; an error naming `root` if it
+    is not a directory."""
+    io_utils.require_dir(root)
     out = []
     for dirpath, _, files in tf.io.gfile.walk(root):
         out.extend(os.path.join(dirpath, f) for f in files if is_image_file(f))

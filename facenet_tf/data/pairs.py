@@ -278,6 +278,7 @@ def generate_pairs(images_root: str, num_folds: int = 10, pairs_per_fold: int | 
     if num_folds < 1:
         raise ValueError(f"num_folds must be >= 1, got {num_folds}")
     if identities is None:
+        io_utils.require_dir(images_root)
         identities = sorted(n.rstrip("/") for n in tf.io.gfile.listdir(images_root)
                             if tf.io.gfile.isdir(os.path.join(images_root, n.rstrip("/"))))
     identities = sorted(set(identities))

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from facenet_tf.common import io_utils
 from facenet_tf.common.progress import LOG_EVERY_S, progress
 from facenet_tf.data import images as image_utils
 from facenet_tf.data import preprocess as pp
@@ -102,10 +103,7 @@ def embed_photo_faces(embedder, detector, paths, names=None, align: AlignConfig 
     for start in range(0, len(paths), PHOTOS_PER_CHUNK):
         chunk = list(zip(paths[start:start + PHOTOS_PER_CHUNK],
                          names[start:start + PHOTOS_PER_CHUNK]))
-        photos = []
-        for path, _ in chunk:
-            with tf.io.gfile.GFile(path, "rb") as f:
-                photos.append(f.read())
+        photos = [io_utils.read_bytes(path) for path, _ in chunk]
         found = find_faces(detector, photos, align, keep=keep, names=[n for _, n in chunk])
         crops = []
         for faces in found:

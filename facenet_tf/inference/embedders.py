@@ -192,6 +192,11 @@ def network_embedder(network: keras.Model, preprocess: pp.PreprocessConfig | Non
 def load_keras_embedder(path: str, preprocess: pp.PreprocessConfig | None = None,
                         xla_max_batch: int | None = None) -> Embedder:
     """A `.keras` file as an Embedder (its Keras network in `.network`); see load_embedder."""
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path}: no such .keras file")
+    with tf.io.gfile.GFile(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # a .keras file is a zip archive
+            raise ValueError(f"{path}: not a .keras file (not a zip archive)")
     try:
         network = keras.models.load_model(path, compile=False)
     except Exception as e:

@@ -17,6 +17,7 @@ import zipfile
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 
 from facenet_tf.data.preprocess import PreprocessConfig
 from facenet_tf.models import inception_resnet_v1
@@ -115,7 +116,12 @@ def read_graph_bytes(graph_path: str | None = None, wheel_path: str | None = Non
 def load_frozen_graph_def(graph_path: str | None = None, wheel_path: str | None = None):
     """The frozen FaceNet graph as a tf.compat.v1.GraphDef (see read_graph_bytes)."""
     graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString(read_graph_bytes(graph_path, wheel_path))
+    try:
+        graph_def.ParseFromString(read_graph_bytes(graph_path, wheel_path))
+    except DecodeError as e:
+        source = graph_path or (f"{wheel_path}: {GRAPH_MEMBER}" if wheel_path else
+                                "the pretrained graph")
+        raise ValueError(f"{source}: not a frozen TensorFlow graph (GraphDef): {e}") from e
     return graph_def
 
 

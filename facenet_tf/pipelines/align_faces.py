@@ -176,8 +176,7 @@ def align_faces(config: AlignJobConfig, pipeline_options: PipelineOptions | None
     """Runs the alignment pipeline and publishes config.output_dir (images/ and, last,
     manifest.json); returns the manifest."""
     input_dir = config.input_dir.rstrip("/") or "/"
-    if not tf.io.gfile.isdir(input_dir):
-        raise FileNotFoundError(f"input_dir {input_dir}: no such directory")
+    io_utils.require_dir(input_dir, "input_dir")
     photos = list_photos(input_dir)
     if not photos:
         raise ValueError(f"input_dir {input_dir}: no files")

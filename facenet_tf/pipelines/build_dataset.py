@@ -21,7 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from facenet_tf.common import runinfo
+from facenet_tf.common import io_utils, runinfo
 from facenet_tf.common.progress import progress
 from facenet_tf.data import images, readers, records
 from facenet_tf.pipelines import beam_utils
@@ -198,8 +198,7 @@ def build_dataset(input_dir: str, output_dir: str, num_shards: int = DEFAULT_NUM
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
     input_dir = input_dir.rstrip("/") or "/"
-    if not tf.io.gfile.isdir(input_dir):
-        raise FileNotFoundError(f"input_dir {input_dir}: no such directory")
+    io_utils.require_dir(input_dir, "input_dir")
     tmp_dir = os.path.join(output_dir, f".tmp-{uuid.uuid4().hex}")
     tf.io.gfile.makedirs(tmp_dir)
     start = time.time()

@@ -89,7 +89,8 @@ class MiningConfig(SubsetMining):
     dataset: str = setting(help="Dataset directory written by beam_jobs.build_dataset "
                            "(manifest.json + images-*.tfrecord shards); local or gs://.")
     model: str = setting(help="Embedding model: a SavedModel written by facenet_tf.export "
-                         "(including the converted pretrained model) or a .keras file.")
+                         "(including the converted pretrained model), a .keras or a .tflite "
+                         "file.")
     output_dir: str = setting(help="Generation directory to write (triplets-*.tfrecord, "
                               "images-*.tfrecord + manifest.json, written last); must not hold "
                               "a complete generation.")

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from facenet_tf.common import io_utils
 from facenet_tf.data import image_files, records
+from facenet_tf.data import preprocess as pp
 from facenet_tf.data.images import THUMBNAIL_SIZE
 from facenet_tf.detection.align import AlignConfig
 from facenet_tf.evaluation import clustering, visualize
@@ -71,13 +72,27 @@ def _identity(image_id: str) -> str:
     return image_id.split(os.sep)[0] if os.sep in image_id else ""
 
 
+def tfrecord_files(pattern: str) -> list:
+    """The files matching `pattern`, sorted; FileNotFoundError naming it if none does."""
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"{pattern}: no such folder, and no TFRecord files match")
+    return files
+
+
 def embed_tfrecords(embedder, pattern: str, batch_size: int = 64, flip: bool = False) -> dict:
     """Every image record of the TFRecord files matching `pattern` (faces already, as a
     dataset holds them): embeddings, ids, identities."""
-    files = sorted(tf.io.gfile.glob(pattern))
-    if not files:
-        raise ValueError(f"{pattern}: no TFRecord files match")
-    parsed = [records.parse_image_example(s) for s in tf.data.TFRecordDataset(files)]
+    parsed = []
+    for path in tfrecord_files(pattern):
+        try:
+            parsed.extend(records.parse_image_example(s) for s in tf.data.TFRecordDataset(path))
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+            raise ValueError(f"{path}: not a TFRecord file of image records "
+                             f"({pp.decode_error_message(e)})") from e
+    if not parsed:
+        raise ValueError(f"{pattern}: no image records (expected a photo folder or TFRecord "
+                         "files of image records)")
     ids = [p[records.IMAGE_ID].numpy().decode() for p in parsed]
     emb = batch_embed.embed_encoded_images(
         embedder, (p[records.ENCODED].numpy() for p in parsed), total=len(parsed),

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from facenet_tf.common import io_utils, runinfo
 from facenet_tf.data.augment import AugmentConfig
-from facenet_tf.data.readers import pk_batches
+from facenet_tf.data.readers import load_manifest, pk_batches
 from facenet_tf.training import builders, distribution, triplet_data
 from facenet_tf.training.callbacks import TrainingCallback
 from facenet_tf.training.config import TrainConfig
@@ -36,6 +36,7 @@ def train(config: TrainConfig, network_fn=None, distribute_strategy=None) -> dic
     of config.architecture; `distribute_strategy` overrides the tf.distribute strategy that
     config.distribution selects.
     """
+    load_manifest(config.train_data)  # a bad --train_data fails before anything is built
     if distribute_strategy is None:
         distribute_strategy = distribution.make_distribute_strategy(config.distribution,
                                                                     config.num_cpu_replicas)
