@@ -85,6 +85,15 @@ def litert_one_image_at_a_time(model_path, pixels):
     return np.stack(rows)
 
 
+def old_main_face_rule(detections, height, width):
+    """The main face by davidsandberg/facenet's align_dataset_mtcnn rule (largest box area -
+    2 x squared distance of its centre from the image centre), which main_face replaced."""
+    b = detections.boxes.astype(np.float64)
+    dx = (b[:, 0] + b[:, 2]) / 2 - width / 2
+    dy = (b[:, 1] + b[:, 3]) / 2 - height / 2
+    return int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - 2 * (dx * dx + dy * dy)))
+
+
 @pytest.fixture
 def tiny_embedding_model():
     return make_tiny_embedding_model()
