@@ -194,6 +194,7 @@ def export_saved_model(model, export_dir: str, preprocess: pp.PreprocessConfig, 
     itself is not saved (keep the .keras file or checkpoint for training). False saves the model
     as is, with its variables. photos: also serve `detect_and_embed` (whole photos).
     """
+    preprocess.check_servable()
     xla_max_batch = XLA_MAX_BATCH if xla_max_batch is None else int(xla_max_batch)
     mh, mw = model_image_size(model)
     if (mh, mw) != (None, None) and (mh, mw) != tuple(preprocess.image_size):

@@ -241,6 +241,7 @@ def export_tflite(model: keras.Model, out_dir: str, preprocess: pp.PreprocessCon
     calibration_images: see calibration_pixels; None writes the float32 model only.
     threshold: the recommended squared-L2 verification threshold to record.
     """
+    preprocess.check_servable()
     image_size = model_image_size(model)
     if image_size != (None, None) and tuple(image_size) != tuple(preprocess.image_size):
         raise ValueError(f"preprocess image_size {preprocess.image_size} does not match the "
