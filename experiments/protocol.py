@@ -18,6 +18,8 @@ from facenet_tf.pipelines.build_dataset import build_dataset
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 LFW_IMAGES = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "lfw_dev", "images")
+# Names a prepared work directory that the benchmarks and experiments share.
+LFW_WORK_ENV = "FACENET_TF_LFW_DEV_WORK"
 
 
 def existing_dir(path: str, flag: str) -> str:
