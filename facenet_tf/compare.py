@@ -3,14 +3,15 @@ same/different at the model's threshold.
 
   python -m facenet_tf.compare --model DIR PHOTO1 PHOTO2 [--threshold T] [--face1 I] [--face2 J]
 
-Every face of both photos is found (MTCNN) and aligned; the output lists them (index, box,
-score; indices in detector-score order) and compares the best-matching pair, the two faces,
-one per photo, at the smallest distance. --face1 / --face2 pick a face of a photo by its
-index instead. A photo without a face is an error naming it. --nodetect_faces compares the
-two files whole.
+Every face of both photos is found (MTCNN) and aligned; the output (JSON, then one line)
+lists them (index, box, score; indices in detector-score order) and compares the
+best-matching pair, the two faces, one per photo, at the smallest distance. --face1 / --face2
+pick a face of a photo by its index instead. A photo without a face is an error naming it.
+--nodetect_faces compares the two files whole.
 """
 
 import json
+import re
 
 from absl import app, flags
 
@@ -31,7 +32,9 @@ def main(argv):
                               align=batch_embed.align_config_for(embedder, f.margin,
                                                                  f.align_method),
                               face1=f.face1, face2=f.face2)
-    print(json.dumps(result, indent=2))
+    # Indented JSON, each list of numbers (a box) on one line.
+    print(re.sub(r"\[\s+([-\d.,\s]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]",
+                 json.dumps(result, indent=2)))
     print(workflows.verification_summary(result))
     if result["same"] is None:
         print("the model has no recommended threshold: pass --threshold to decide")

@@ -118,23 +118,26 @@ def test_compare_takes_the_best_matching_pair_or_the_faces_asked_for(
     best = min(loop, key=lambda ij: (loop[ij], ij))
 
     result = workflows.verify(tiny_embedder, path1, path2, threshold=1.0, detector=detector)
-    assert (result["face1"]["face"], result["face2"]["face"]) == best
+    assert (result["face1"], result["face2"]) == best
     assert result["distance"] == pytest.approx(loop[best], abs=1e-5)
     assert result["pairs_compared"] == len(loop) >= 4
     for k, faces in (("1", found[0]), ("2", found[1])):
         np.testing.assert_allclose([f["box"] for f in result[f"faces{k}"]],
                                    faces.detections.boxes, atol=0.051)
         assert [f["face"] for f in result[f"faces{k}"]] == list(range(faces.num_faces))
-    assert result["face1"]["chosen"] == "best match"
+    assert result["pair"] == "best match"
+    assert workflows.verification_summary(result).endswith(
+        f"between face {best[0]} of {len(e1)} in {path1} and face {best[1]} of {len(e2)} in "
+        f"{path2} (the best-matching of {len(loop)} pairs)")
     for pick in ((1, 0), (0, 1)):
         chosen = workflows.verify(tiny_embedder, path1, path2, threshold=1.0,
                                   detector=detector, face1=pick[0], face2=pick[1])
-        assert (chosen["face1"]["face"], chosen["face2"]["face"]) == pick
+        assert (chosen["face1"], chosen["face2"]) == pick
         assert chosen["distance"] == pytest.approx(loop[pick], abs=1e-5)
-        assert chosen["pairs_compared"] == 1 and chosen["face2"]["chosen"] == "given"
+        assert chosen["pairs_compared"] == 1 and chosen["pair"] == "given"
     only = workflows.verify(tiny_embedder, path1, path2, threshold=1.0, detector=detector,
                             face2=1)
-    assert only["pairs_compared"] == len(e1) and only["face2"]["face"] == 1
+    assert only["pairs_compared"] == len(e1) and only["face2"] == 1
     assert only["distance"] == pytest.approx(min(loop[i, 1] for i in range(len(e1))),
                                              abs=1e-5)
     with pytest.raises(ValueError, match=r"corner.jpg: face1=9, but the photo has \d faces"):
@@ -191,7 +194,7 @@ def test_compare_and_cluster_real_faces_in_photos(photos, corner_photo, detector
     corner, (rect_a, rect_b, _) = corner_photo
     found = workflows.verify(pretrained_embedder, corner, os.path.join(root, "a2.png"),
                              threshold=1.1, detector=detector)
-    assert found["same"] and _inside(found["face1"]["box"], rect_a)
+    assert found["same"] and _inside(found["faces1"][found["face1"]]["box"], rect_a)
     assert len(found["faces1"]) == 3 and found["pairs_compared"] == 3
     b_index = next(f["face"] for f in found["faces1"] if _inside(f["box"], rect_b))
     asked = workflows.verify(pretrained_embedder, corner, os.path.join(root, "a2.png"),

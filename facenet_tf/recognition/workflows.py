@@ -99,12 +99,14 @@ def verify(embedder, path1: str, path2: str, threshold: float | None = None,
     given a threshold (or the model's), same or not.
 
     With a detector, every face of both photos is found, aligned and embedded: `faces1` and
-    `faces2` list them ({"face": index, "box", "score"}; indices in detector-score order),
-    and the pair compared is the best-matching one, the smallest distance over every face of
-    photo 1 against every face of photo 2 (ties: the lowest indices). face1 / face2 pick one
-    face of a photo by its index instead. `face1` and `face2` in the result are the faces
-    compared. A photo without a face raises NoFaceError naming it; an index the photo does
-    not have raises ValueError. Without a detector the two files are embedded whole.
+    `faces2` list them ({"face": index, "box", "score"}; indices in detector-score order).
+    The pair compared is the best-matching one, the smallest distance over every face of
+    photo 1 against every face of photo 2 (ties: the lowest indices); face1 / face2 pick one
+    face of a photo by its index instead. The result's `face1` and `face2` are the indices
+    compared, `pairs_compared` how many pairs were scored and `pair` how the pair was chosen
+    ("best match", "given" or "only faces"). A photo without a face raises NoFaceError naming
+    it; an index the photo does not have raises ValueError. Without a detector the two files
+    are embedded whole.
     """
     t = threshold if threshold is not None else embedder.threshold
     result = {"image1": path1, "image2": path2, "threshold": t}
@@ -126,7 +128,9 @@ def verify(embedder, path1: str, path2: str, threshold: float | None = None,
     candidates = []
     for key, pick in zip(keys, (face1, face2)):
         rows = [r for r, photo in enumerate(table.photos) if photo == key]
-        result[f"faces{key}"] = [_face_entry(table, r) for r in rows]
+        result[f"faces{key}"] = [{"face": int(table.face_index[r]),
+                                  "box": [round(float(v), 1) for v in table.boxes[r]],
+                                  "score": round(float(table.scores[r]), 5)} for r in rows]
         if pick is not None and not 0 <= pick < len(rows):
             raise ValueError(f"{paths[key]}: face{key}={pick}, but the photo has {len(rows)} "
                              f"face{'s' * (len(rows) != 1)} (indices 0 to {len(rows) - 1})")
@@ -134,15 +138,13 @@ def verify(embedder, path1: str, path2: str, threshold: float | None = None,
     d = distances.squared_l2_matrix(table.embeddings[candidates[0]],
                                     table.embeddings[candidates[1]])
     i, j = np.unravel_index(int(np.argmin(d)), d.shape)
-    compared = (candidates[0][i], candidates[1][j])
-    for key, row, pick in zip(keys, compared, (face1, face2)):
-        result[f"face{key}"] = {**_face_entry(table, row),
-                                "chosen": "given" if pick is not None else (
-                                    "best match" if len(result[f"faces{key}"]) > 1
-                                    else "only face")}
-    distance = float(d[i, j])
-    result.update({"pairs_compared": int(d.size), "distance": distance,
-                   "same": None if t is None else distance <= t})
+    result.update({
+        "face1": int(table.face_index[candidates[0][i]]),
+        "face2": int(table.face_index[candidates[1][j]]),
+        "pairs_compared": int(d.size),
+        "pair": ("best match" if d.size > 1 else
+                 "given" if face1 is not None or face2 is not None else "only faces"),
+        "distance": float(d[i, j]), "same": None if t is None else float(d[i, j]) <= t})
     return result
 
 
@@ -153,20 +155,11 @@ def verification_summary(result: dict) -> str:
     head = f"{verdict}: distance {result['distance']:.3f} (threshold {result['threshold']})"
     if "face1" not in result:
         return f"{head}, the two files compared whole"
-    faces = [f"face {result[f'face{k}']['face']} of {len(result[f'faces{k}'])} in "
+    faces = [f"face {result[f'face{k}']} of {len(result[f'faces{k}'])} in "
              f"{result[f'image{k}']}" for k in ("1", "2")]
-    n = result["pairs_compared"]
-    how = (f"the best-matching of {n} pairs" if n > 1 else
-           "the faces asked for" if "given" in (result["face1"]["chosen"],
-                                                result["face2"]["chosen"]) else
-           "the only faces")
+    how = {"best match": f"the best-matching of {result['pairs_compared']} pairs",
+           "given": "the faces asked for", "only faces": "the only faces"}[result["pair"]]
     return f"{head} between {faces[0]} and {faces[1]} ({how})"
-
-
-def _face_entry(table, row: int) -> dict:
-    return {"face": int(table.face_index[row]),
-            "box": [round(float(v), 1) for v in table.boxes[row]],
-            "score": round(float(table.scores[row]), 5)}
 
 
 def cluster_folder(embedder, folder: str, threshold: float | None = None,
