@@ -7,10 +7,11 @@ squared distance of its centre from the image centre), on the same detections.
 MTCNN runs once over every photo under --images (lfw_dev by default; the detections are kept
 in WORK_DIR/detections.npz and reused); both rules are then applied to each photo's
 detections. Writes experiments/results/main_face_rule.md and .json (counts, and every photo
-whose main face changed with both boxes and scores) and WORK_DIR/changed.png (those photos,
-the old choice in red, the new one in green).
+whose main face changed with both boxes and scores) and docs/images/main_face_rule.png (those
+photos, the old choice in red, the new one in green).
 """
 
+import io
 import os
 import sys
 import time
@@ -27,7 +28,7 @@ from experiments.protocol import (
     stage,
 )
 from facenet_tf import _cli
-from facenet_tf.common import runinfo
+from facenet_tf.common import io_utils, runinfo
 from facenet_tf.common.progress import progress
 from facenet_tf.data.image_files import list_images
 from facenet_tf.detection.detector import (
@@ -40,6 +41,7 @@ from facenet_tf.detection.faces import iter_detections
 
 FLAGS = flags.FLAGS
 RESULTS = os.path.join(REPO_ROOT, "experiments", "results", "main_face_rule")
+PICTURE = os.path.join(REPO_ROOT, "docs", "images", "main_face_rule.png")
 OLD_RULE = ("largest box area - 2 x squared distance of its centre from the image centre "
             "(davidsandberg/facenet align_dataset_mtcnn)")
 # Photos detected per call: one decoded chunk in memory at a time.
@@ -64,7 +66,7 @@ def detect_all(images: str, cache: str) -> dict:
     if os.path.exists(cache):
         with np.load(cache) as z:
             if list(z["names"]) == names:
-                return {k: z[k] for k in z.files}
+                return {**{k: z[k] for k in z.files}, "cached": True}
     stage(f"detect the faces of {len(paths)} photos under {images}")
     detector = FaceDetector()
     found, sizes = [None] * len(paths), [None] * len(paths)
@@ -85,7 +87,7 @@ def detect_all(images: str, cache: str) -> dict:
     with open(cache + ".tmp.npz", "wb") as f:
         np.savez(f, **arrays)
     os.replace(cache + ".tmp.npz", cache)
-    return arrays
+    return {**arrays, "cached": False}
 
 
 def compare_rules(arrays: dict) -> dict:
@@ -132,7 +134,9 @@ def draw_changed(images: str, changed: list, path: str, height: int = 250) -> st
     for tile in tiles:
         sheet.paste(tile, (x, 0))
         x += tile.width + 4
-    sheet.save(path)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    io_utils.write_bytes_atomic(path, buf.getvalue())
     return path
 
 
@@ -149,9 +153,11 @@ def markdown(report: dict) -> str:
         "| photo | faces | old: box (score) | new: box (score) |", "|---|---|---|---|"]
     lines += [f"| {c['photo']} | {c['num_faces']} | {c['old']['box']} ({c['old']['score']}) "
               f"| {c['new']['box']} ({c['new']['score']}) |" for c in r["changed"]]
+    detected = ("read from an earlier run's detections.npz" if report["detections_cached"]
+                else "detection included")
     lines += ["", f"Boxes are x1, y1, x2, y2 in pixels. {report['wall_minutes']} min on this "
-              f"machine (detection included unless cached); git "
-              f"{report['run_info']['git_revision']}.", "", f"    {report['command']}"]
+              f"machine ({detected}); git {report['run_info']['git_revision']}.", "",
+              f"    {report['command']}"]
     return "\n".join(lines) + "\n"
 
 
@@ -164,9 +170,8 @@ def main(argv):
     arrays = detect_all(images, os.path.join(work, "detections.npz"))
     result = compare_rules(arrays)
     report = {"images": images, "old_rule": OLD_RULE, "new_rule": MAIN_FACE_RULE,
-              "result": result,
-              "picture": draw_changed(images, result["changed"],
-                                      os.path.join(work, "changed.png")),
+              "result": result, "detections_cached": bool(arrays["cached"]),
+              "picture": draw_changed(images, result["changed"], FLAGS.picture),
               "command": " ".join([os.path.basename(sys.executable), "-m",
                                    "experiments.main_face_rule"] + sys.argv[1:]),
               "wall_minutes": round((time.time() - started) / 60, 1),
@@ -179,6 +184,7 @@ def _define_flags():
     flags.DEFINE_string("images", LFW_IMAGES, "Photos to detect (default: lfw_dev).")
     flags.DEFINE_string("work_dir", "runs/main_face_rule", "Where the detections are kept.")
     flags.DEFINE_string("output", RESULTS, "Results path without extension (.md and .json).")
+    flags.DEFINE_string("picture", PICTURE, "Where the picture of the changed photos goes.")
 
 
 if __name__ == "__main__":
