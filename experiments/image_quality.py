@@ -10,7 +10,8 @@ lfw_dev photos aligned by the align_faces job (160x160 crops, box + 32 px margin
 held-out pairs in 10 identity-disjoint folds. Each setting is `evaluate --degrade SPEC` on
 those pairs (facenet_tf.evaluation.protocols.evaluate_pairs_file with the degradation of
 facenet_tf.data.degrade in the model's preprocessing); the undegraded row is the reference.
-Writes experiments/results/image_quality.md and .json and docs/images/image_quality.png.
+Writes experiments/results/image_quality.md and .json, docs/images/image_quality.png (the
+plot) and docs/images/image_quality_faces.png (one held-out face at every setting).
 Finished settings are kept in WORK_DIR/image_quality/ and reused by a re-run with the same
 model.
 """
@@ -35,13 +36,16 @@ from experiments.protocol import (
 from facenet_tf import _cli
 from facenet_tf.common import io_utils, runinfo
 from facenet_tf.data.degrade import Degradation
-from facenet_tf.evaluation import plots
+from facenet_tf.data import preprocess as pp
+from facenet_tf.data.image_files import list_images, read_encoded
+from facenet_tf.evaluation import plots, visualize
 from facenet_tf.evaluation.protocols import evaluate_pairs_file, override_preprocess
 from facenet_tf.inference.embedders import load_embedder
 
 FLAGS = flags.FLAGS
 RESULTS = os.path.join(REPO_ROOT, "experiments", "results", "image_quality")
 PLOT = os.path.join(REPO_ROOT, "docs", "images", "image_quality.png")
+FACES = os.path.join(REPO_ROOT, "docs", "images", "image_quality_faces.png")
 METRICS = ("accuracy_mean", "accuracy_std", "val_at_far_1e-3", "val_at_far_1e-2", "roc_auc")
 # The paper's Table 4: VAL at FAR 1e-3 of NN1 on the first split of its own hold-out set.
 # The JPEG column as issue 28 quotes it, which matches our reading of the paper. The size
@@ -156,12 +160,35 @@ def plot(report: dict, path: str) -> str:
                        "series": [
                            {"label": "accuracy (ours)", "x": xs,
                             "y": [100 * r["accuracy_mean"] for r in mine], "color": "C0"},
+                           {"label": "VAL@1e-2 (ours)", "x": xs,
+                            "y": [100 * r["val_at_far_1e-2"] for r in mine], "color": "C2",
+                            "style": "^:"},
                            {"label": "VAL@1e-3 (ours)", "x": xs,
                             "y": [100 * r["val_at_far_1e-3"] for r in mine], "color": "C1"},
-                           {"label": "VAL@1e-3 (paper, NN1)", "x": sorted(paper),
+                           {"label": "VAL@1e-3 (paper, NN1)" + (" †" if kind == "pixels"
+                                                                 else ""),
+                            "x": sorted(paper),
                             "y": [100 * paper[k] for k in sorted(paper)], "style": "s--",
                             "color": "C7"}]})
     return plots.line_panels_png(panels, path, ylabel="%", ylim=(30, 100))
+
+
+def faces_sheet(protocol: dict, preprocess, wanted: list, path: str) -> str:
+    """One held-out face (the first image of the first held-out identity) as the model sees
+    it at every setting: a row for the JPEG qualities, one for the sizes, each starting with
+    the undegraded face."""
+    first = sorted(protocol["heldout_identities"])[0]
+    image_path = list_images(os.path.join(protocol["heldout_images_root"], first))[0]
+    image = pp.decode_image(read_encoded(image_path))
+    face = pp.center_crop_and_resize(image, dataclasses.replace(preprocess, degrade=None))
+    shown = {str(d): (d.apply(face) if d else face).numpy().round().astype("uint8")
+             for d in wanted}
+    rows = []
+    for kind, title in (("jpeg", "JPEG quality"), ("pixels", "N x N pixels")):
+        chosen = [d for d in wanted if d is not None and d.kind == kind]
+        if chosen:
+            rows.append((title, [shown["None"]] + [shown[str(d)] for d in chosen]))
+    return visualize.contact_sheet(path, rows, thumbnail_size=128)
 
 
 def main(argv):
@@ -192,6 +219,7 @@ def main(argv):
               "run_info": runinfo.collect({f.name: f.value for f in
                                            FLAGS.get_key_flags_for_module(sys.argv[0])})}
     report["plot"] = plot(report, FLAGS.plot)
+    report["faces"] = faces_sheet(protocol, embedder.preprocess, wanted, FLAGS.faces)
     publish_results(FLAGS.output, report, markdown(report))
 
 
@@ -208,6 +236,7 @@ def _define_flags():
     flags.DEFINE_integer("batch_size", 64, "Faces per model call.")
     flags.DEFINE_string("output", RESULTS, "Results path without extension (.md and .json).")
     flags.DEFINE_string("plot", PLOT, "Where the PNG plot goes.")
+    flags.DEFINE_string("faces", FACES, "Where the PNG of one face at every setting goes.")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """experiments.image_quality's pieces on a tiny model and folder (the recipe itself runs the
 pretrained model on lfw_dev's 3,000 held-out pairs, tens of minutes): one row per setting,
 equal to evaluate_pairs_file with that degradation, reused from its cache by the same model
-only, and the table and plot written."""
+only, and the table and pictures written."""
 
 import os
 
@@ -30,7 +30,7 @@ def tiny(tmp_path_factory):
               for s in (0, 1)]
     protocol = {"pairs_path": pairs_path, "heldout_images_root": faces,
                 "num_pairs": len(pairs), "num_matched_pairs": sum(p.issame for p in pairs),
-                "params": {"num_folds": 2}, "heldout_identities": [f"p{i}" for i in range(6)]}
+                "params": {"num_folds": 2}, "heldout_identities": sorted(os.listdir(faces))}
     return models, protocol, root
 
 
@@ -62,9 +62,11 @@ def test_rows_table_and_plot(tiny, capsys):
     text = image_quality.markdown(report)
     assert "| JPEG quality 20 |" in text and "| 16x16 pixels |" in text and "| none |" in text
     assert "81.4%" in text
-    png = image_quality.plot(report, str(root / "quality.png"))
-    with open(png, "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    for png in (image_quality.plot(report, str(root / "quality.png")),
+                image_quality.faces_sheet(protocol, model.preprocess, wanted,
+                                          str(root / "faces.png"))):
+        with open(png, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bad_settings_are_named():
