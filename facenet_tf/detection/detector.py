@@ -89,13 +89,14 @@ def main_face_values(boxes, scores, height, width, math=np):
 
 
 def main_face(detections: FaceDetections, image_height: int, image_width: int):
-    """Index of the photo's main face (what compare, evaluate --align and the align job keep
-    of a photo), or None if there is none.
+    """Index of the photo's main face (the face evaluate --align and the align job keep,
+    embed marks is_main and detect_and_embed returns as main_face), or None if there is none.
 
     The face with the largest  area x score^4 x centrality, where area is the box's in
     pixels, score the detector's, and centrality falls linearly from 1 at the image centre to
     1/4 at a quarter of the image diagonal from it (half the half-diagonal), staying 1/4
-    beyond. Ties go to the earlier face in the detections' order (the higher score).
+    beyond (the MAIN_FACE_* constants). Ties go to the earlier face in the detections' order
+    (the higher score).
 
     What it guarantees, wherever the two faces are in the photo:
     - a face with at least the score of another and at least 4 times its area (twice as
@@ -111,8 +112,8 @@ def main_face(detections: FaceDetections, image_height: int, image_width: int):
 
     It replaces davidsandberg/facenet's align_dataset_mtcnn rule (largest area - 2 x squared
     pixel distance from the centre), which let a small box near the centre beat a large face
-    off-centre (a 40x58 box of score 0.89 over a 200 px face in a 640x420 photo), because its
-    distance term grows with the photo and knows no score. On the 10,492 lfw_dev photos
+    off-centre (issue 26: a 40x58 box of score 0.89 in a patterned background over a 200 px
+    face in a corner), because its distance term grows with the photo and knows no score. On the 10,492 lfw_dev photos
     (1,612 with several faces) the two rules pick a different face in 2 photos, both times
     the real face over a box of score 0.94-0.96 that straddles two faces
     (experiments/main_face_rule.py).
