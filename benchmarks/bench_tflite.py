@@ -69,7 +69,6 @@ TRAIN_STEPS = {"nns2": 300, "nns1": 160, "nn4": 300, "pretrained": 0}
 # The pretrained model on aligned face crops: the whole crop, fixed standardisation.
 PRETRAINED_FACE_PREPROCESS = pp.PreprocessConfig((160, 160), crop_fraction=1.0,
                                                  standardization="fixed")
-LFW_WORK_ENV = "FACENET_TF_LFW_DEV_WORK"
 QUICK_NETWORKS = ("nns2",)
 QUICK_STEPS = 20
 VARIANTS = ("saved_model", "tflite_float32", "tflite_int8")
@@ -101,7 +100,7 @@ def _prepare_lfw(work: str) -> dict | None:
     if not os.path.isdir(lfw_protocol.LFW_IMAGES):
         print(f"lfw_dev protocol skipped: {lfw_protocol.LFW_IMAGES} not found", flush=True)
         return None
-    where = os.environ.get(LFW_WORK_ENV) or os.path.join(work, "lfw_dev")
+    where = os.environ.get(lfw_protocol.LFW_WORK_ENV) or os.path.join(work, "lfw_dev")
     os.makedirs(where, exist_ok=True)
     prepared = lfw_protocol.prepare_data(where, lfw_protocol.default_params())
     return {"dataset": prepared["dataset"], "images": prepared["heldout_images_root"],

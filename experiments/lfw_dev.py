@@ -31,7 +31,9 @@ from experiments.protocol import (
     LFW_IMAGES,
     REPO_ROOT,
     default_params,
+    existing_dir,
     prepare_data,
+    publish_results,
     stage,
 )
 from facenet_tf import _cli
@@ -281,9 +283,7 @@ def markdown_table(recipe: str, report: dict) -> str:
 def main(argv):
     del argv
     started = time.time()
-    images = os.path.abspath(FLAGS.images)
-    if not os.path.isdir(images):
-        raise FileNotFoundError(f"--images={FLAGS.images}: no such directory")
+    images = existing_dir(FLAGS.images, "images")
     for name in ("num_seeds", "steps", "remine_every_steps"):
         if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
@@ -331,9 +331,7 @@ def main(argv):
                                            FLAGS.get_key_flags_for_module(sys.argv[0])})}
     markdown = markdown_table(FLAGS.recipe, report)
     base_path = os.path.join(work, f"results_{FLAGS.recipe}")
-    io_utils.write_json_atomic(base_path + ".json", report)
-    io_utils.write_bytes_atomic(base_path + ".md", markdown.encode("utf-8"))
-    print("\n" + markdown + f"\nwrote {base_path}.md and {base_path}.json", flush=True)
+    publish_results(base_path, report, markdown)
 
 
 def _define_flags():

@@ -18,6 +18,23 @@ from facenet_tf.pipelines.build_dataset import build_dataset
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 LFW_IMAGES = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "lfw_dev", "images")
+# Names a prepared work directory that the benchmarks and experiments share.
+LFW_WORK_ENV = "FACENET_TF_LFW_DEV_WORK"
+
+
+def existing_dir(path: str, flag: str) -> str:
+    """`path` made absolute; FileNotFoundError naming the flag when it is not a directory."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"--{flag}={path}: no such directory")
+    return os.path.abspath(path)
+
+
+def publish_results(base_path: str, report: dict, markdown: str) -> None:
+    """A run's report as BASE.json and its table as BASE.md (each written atomically), and
+    the table printed."""
+    io_utils.write_json_atomic(base_path + ".json", report)
+    io_utils.write_bytes_atomic(base_path + ".md", markdown.encode("utf-8"))
+    print("\n" + markdown + f"\nwrote {base_path}.md and {base_path}.json", flush=True)
 
 
 def default_params(images: str = LFW_IMAGES) -> dict:

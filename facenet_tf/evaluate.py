@@ -1,13 +1,16 @@
 """Evaluates a face model: the LFW pairs protocol, or retrieval and clustering on a folder.
 
   python -m facenet_tf.evaluate --model DIR --pairs pairs.txt --images ROOT [--align] \
-      [--output_json F] [--plots_dir D] [--flip] [--skip_missing] [--crop_fraction 0.52 ...]
+      [--output_json F] [--plots_dir D] [--flip] [--skip_missing] [--crop_fraction 0.52 ...] \
+      [--degrade jpeg:20 | pixels:80]
   python -m facenet_tf.evaluate --model DIR --identity_folder ROOT [--output_json F] \
       [--projector_dir D]   # then: tensorboard --logdir D, tab Projector
 
 --model is a SavedModel from facenet_tf.export (or a .keras or .tflite file); crop/preprocessing
 flags override the preprocessing stored with the model. --align detects each image's main face
-(MTCNN) and aligns it before embedding: raw photos, such as LFW's, give the aligned figure. The protocols: facenet_tf.evaluation.protocols.
+(MTCNN) and aligns it before embedding: raw photos, such as LFW's, give the aligned figure.
+--degrade jpeg:Q or pixels:N lowers the quality of every face after alignment, to measure a
+camera's quality (facenet_tf.data.degrade). The protocols: facenet_tf.evaluation.protocols.
 """
 
 import json
@@ -18,6 +21,7 @@ from facenet_tf import _cli
 from facenet_tf.common import io_utils
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data import preprocess as pp
+from facenet_tf.data.degrade import Degradation
 from facenet_tf.detection.detector import FaceDetector
 from facenet_tf.evaluation.protocols import (
     evaluate_identity_folder,
@@ -43,7 +47,8 @@ def main(argv):
         raise flags.ValidationError("give --pairs and --images, or --identity_folder")
     embedder = load_embedder(f.model)
     embedder = embedder.with_preprocess(override_preprocess(
-        embedder.preprocess, f.image_size, f.crop_fraction, f.standardization))
+        embedder.preprocess, f.image_size, f.crop_fraction, f.standardization,
+        Degradation.parse(f.degrade)))
     if f.pairs:
         result = evaluate_pairs_file(embedder, f.pairs, f.images, flip=f.flip,
                                 skip_missing=f.skip_missing, batch_size=f.batch_size, ext=f.ext,
@@ -80,6 +85,10 @@ def _define_flags():
     flags.DEFINE_float("crop_fraction", None, "Center-crop fraction (default: the model's).")
     flags.DEFINE_enum("standardization", None, list(pp.STANDARDIZATIONS),
                       "Pixel standardisation (default: the model's).")
+    flags.DEFINE_string("degrade", None, "Degrade every face after alignment (or as the "
+                        "pre-cropped file is), at the model's input size, before embedding: "
+                        "jpeg:Q re-encodes it at JPEG quality Q (1-100), pixels:N scales it "
+                        "down to N x N and back up. To measure a camera's quality.")
     flags.DEFINE_integer("batch_size", 64, "Images per model call.")
     flags.DEFINE_string("ext", "jpg", "Extension of LFW-named image files.")
     flags.DEFINE_enum("naming", "auto", list(pairs_lib.NAMINGS), "Pairs image naming rule.")

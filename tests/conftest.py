@@ -85,6 +85,27 @@ def litert_one_image_at_a_time(model_path, pixels):
     return np.stack(rows)
 
 
+def old_main_face_rule(detections, height, width):
+    """The main face by davidsandberg/facenet's align_dataset_mtcnn rule (largest box area -
+    2 x squared distance of its centre from the image centre), which main_face replaced."""
+    b = detections.boxes.astype(np.float64)
+    dx = (b[:, 0] + b[:, 2]) / 2 - width / 2
+    dy = (b[:, 1] + b[:, 3]) / 2 - height / 2
+    return int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - 2 * (dx * dx + dy * dy)))
+
+
+def pillow_jpeg(image, quality):
+    """An image (float or uint8, rounded to 0..255) saved by Pillow as a JPEG at `quality`
+    and read back: float32 [H, W, 3]. The oracle of `--degrade jpeg:Q`."""
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(np.round(image), 0, 255).astype(np.uint8)).save(
+        buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), np.float32)
+
+
 @pytest.fixture
 def tiny_embedding_model():
     return make_tiny_embedding_model()

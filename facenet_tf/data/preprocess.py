@@ -10,6 +10,8 @@ import re
 
 import tensorflow as tf
 
+from facenet_tf.data.degrade import Degradation
+
 STANDARDIZATIONS = ("fixed", "prewhiten")
 # Leading bytes of the formats decode_image (tf.io.decode_image) reads: JPEG, PNG, GIF, BMP.
 DECODABLE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
@@ -25,10 +27,13 @@ class PreprocessConfig:
       LFW's 250x250 thumbnails with pixels 60..190 kept is 0.52).
     standardization: "fixed" = (x - 127.5) / 128; "prewhiten" = per image
       (x - mean) / max(std, 1 / sqrt(num_pixels)), which the pretrained weights expect.
+    degrade: a facenet_tf.data.degrade.Degradation applied to the cropped and resized face
+      before standardisation (an evaluation of image quality: `evaluate --degrade`), or None.
     """
     image_size: tuple = (160, 160)
     crop_fraction: float = 1.0
     standardization: str = "fixed"
+    degrade: Degradation | None = None
 
     def __post_init__(self):
         if len(self.image_size) != 2 or min(self.image_size) < 1:
@@ -39,15 +44,30 @@ class PreprocessConfig:
         if self.standardization not in STANDARDIZATIONS:
             raise ValueError(f"standardization must be one of {STANDARDIZATIONS}, "
                              f"got {self.standardization!r}")
+        if self.degrade is not None:
+            self.degrade.check_fits(self.image_size)
+
+    def check_servable(self) -> None:
+        """Raises if this preprocessing is not for a served model (a degradation is for
+        measuring image quality, never part of an export)."""
+        if self.degrade is not None:
+            raise ValueError(f"preprocess degrade={self.degrade}: a degradation is for "
+                             "evaluating image quality, not for an exported model; export "
+                             "without it")
 
     def to_dict(self) -> dict:
-        return {"image_size": list(self.image_size), "crop_fraction": self.crop_fraction,
-                "standardization": self.standardization}
+        """The fields as JSON values; "degrade" (its spec, e.g. "jpeg:20") only when set."""
+        d = {"image_size": list(self.image_size), "crop_fraction": self.crop_fraction,
+             "standardization": self.standardization}
+        if self.degrade is not None:
+            d["degrade"] = str(self.degrade)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
         return cls(image_size=tuple(d["image_size"]), crop_fraction=float(d["crop_fraction"]),
-                   standardization=d["standardization"])
+                   standardization=d["standardization"],
+                   degrade=Degradation.parse(d.get("degrade")))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -120,8 +140,12 @@ def standardize(pixels, standardization: str):
 
 
 def preprocess_image(image, config: PreprocessConfig):
-    """Decoded image [H, W, 3] -> standardised float32 model input [h, w, 3]."""
-    return standardize(center_crop_and_resize(image, config), config.standardization)
+    """Decoded image [H, W, 3] -> standardised float32 model input [h, w, 3] (degraded
+    first if config.degrade is set)."""
+    pixels = center_crop_and_resize(image, config)
+    if config.degrade is not None:
+        pixels = config.degrade.apply(pixels)
+    return standardize(pixels, config.standardization)
 
 
 def preprocess_encoded(encoded, config: PreprocessConfig):

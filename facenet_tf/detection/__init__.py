@@ -20,8 +20,9 @@ from facenet_tf.detection.detector import (
                                         FaceDetector,
                                         as_rgb,
                                         main_face,
+                                        main_face_index,
 )
 
 __all__ = ["AlignConfig", "CascadeConfig", "FaceDetections", "FaceDetector", "aligned_crop",
-           "aligned_crops", "as_rgb", "main_face", "margin_box", "similarity_transform",
-           "template_points"]
+           "aligned_crops", "as_rgb", "main_face", "main_face_index", "margin_box",
+           "similarity_transform", "template_points"]

@@ -53,3 +53,31 @@ def distance_histogram_png(distances, issame, path: str, threshold: float | None
     ax.set_title(title)
     ax.legend()
     return _save(fig, path)
+
+
+def line_panels_png(panels: list, path: str, ylabel: str = "", ylim=None) -> str:
+    """Panels of line plots side by side, sharing the y axis, as a PNG (a study's metrics
+    against the setting it varies). Each panel: {"title", "xlabel", "series": [{"label",
+    "x", "y", optional "style" (a matplotlib format such as "o-" or "s--"), "color"}],
+    optional "xticks" (positions) and "xticklabels"}. y values of None are left out."""
+    fig = Figure(figsize=(5.2 * len(panels), 4.2))
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        for series in panel["series"]:
+            points = [(x, y) for x, y in zip(series["x"], series["y"]) if y is not None]
+            if not points:
+                continue
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, series.get("style", "o-"), label=series["label"],
+                    color=series.get("color"))
+        if "xticks" in panel:
+            ax.set_xticks(panel["xticks"], panel.get("xticklabels"))
+        ax.set_xlabel(panel["xlabel"])
+        ax.set_title(panel["title"])
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower right", fontsize="small")
+    axes[0].set_ylabel(ylabel)
+    if ylim is not None:
+        axes[0].set_ylim(*ylim)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -25,10 +25,12 @@ MAX_LISTED_MISSING = 50
 
 
 def override_preprocess(base: pp.PreprocessConfig, image_size=None, crop_fraction=None,
-                        standardization=None) -> pp.PreprocessConfig:
-    """`base` with the given fields replaced (None keeps the model's value)."""
+                        standardization=None, degrade=None) -> pp.PreprocessConfig:
+    """`base` with the given fields replaced (None keeps the model's value). degrade: a
+    facenet_tf.data.degrade.Degradation applied to every face (see its module)."""
     changes = {k: v for k, v in (("image_size", image_size), ("crop_fraction", crop_fraction),
-                                 ("standardization", standardization)) if v is not None}
+                                 ("standardization", standardization), ("degrade", degrade))
+               if v is not None}
     if "image_size" in changes:
         changes["image_size"] = tuple(int(s) for s in changes["image_size"])
     return dataclasses.replace(base, **changes)

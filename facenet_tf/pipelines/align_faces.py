@@ -2,8 +2,8 @@
 aligned face crops (PNG, image_size x image_size), one per photo, and a manifest that lists
 every photo without a face, with several faces (and which one was kept), or unreadable.
 
-The command is beam_jobs.align_faces. Each photo keeps its main face (the largest, nearest the
-centre: facenet_tf.detection.main_face, the reference alignment's rule); MTCNN is loaded once
+The command is beam_jobs.align_faces. Each photo keeps its main face (large, confident and
+central: facenet_tf.detection.main_face, the rule in the manifest); MTCNN is loaded once
 per worker and photos are detected in fixed batches (beam_utils.KeyedBatches), so the crops
 are byte-identical on every runner and re-run. Crops are written to a temporary folder inside
 output_dir and published at the end; manifest.json is written last.
@@ -23,7 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from facenet_tf.common import io_utils, runinfo
 from facenet_tf.common.progress import progress
 from facenet_tf.detection.align import AlignConfig
-from facenet_tf.detection.detector import FaceDetector
+from facenet_tf.detection.detector import MAIN_FACE_RULE, FaceDetector
 from facenet_tf.detection.faces import align_detected, encode_png, iter_detections
 from facenet_tf.pipelines import beam_utils
 from facenet_tf.pipelines.options import pipeline_options as make_pipeline_options
@@ -208,8 +208,7 @@ def align_faces(config: AlignJobConfig, pipeline_options: PipelineOptions | None
         "images_dir": IMAGES_DIR,
         "align": dataclasses.asdict(config.align),
         "min_face_size": config.min_face_size,
-        "rule": "per photo the main face: largest box area - 2 x squared distance of its "
-                "centre from the image centre (facenet_tf.detection.main_face)",
+        "rule": MAIN_FACE_RULE,
         **summary,
         "beam_runner": runner_of(options),
         "beam_counters": beam_utils.query_counters(result, _NAMESPACE),

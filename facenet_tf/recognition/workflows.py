@@ -2,9 +2,9 @@
 
 On ordinary photos (a `detector` given) every path finds the faces first (MTCNN), aligns them
 (facenet_tf.detection) and embeds the crops: embed and cluster work on every face with its
-photo and box, compare on the main face of each photo; a photo without a face is listed as
-skipped, never a crash. Without a detector each image file is embedded whole (pre-cropped
-faces), as the model's own preprocessing takes it.
+photo and box, compare on the best-matching pair of faces of two photos; a photo without a
+face is listed as skipped, never a crash. Without a detector each image file is embedded whole
+(pre-cropped faces), as the model's own preprocessing takes it.
 """
 
 import io
@@ -109,25 +109,73 @@ def write_npz(path: str, arrays: dict, fingerprint: str) -> None:
 
 
 def verify(embedder, path1: str, path2: str, threshold: float | None = None,
-            detector=None, align: AlignConfig | None = None) -> dict:
-    """Squared L2 distance of two images (with a detector: of the main face of each photo)
-    and, given a threshold (or the model's), same or not. A photo without a face raises
-    NoFaceError naming it."""
+           detector=None, align: AlignConfig | None = None, face1: int | None = None,
+           face2: int | None = None) -> dict:
+    """Is the person of one photo in the other? The squared L2 distance of two images and,
+    given a threshold (or the model's), same or not.
+
+    With a detector, every face of both photos is found, aligned and embedded: `faces1` and
+    `faces2` list them ({"face": index, "box", "score"}; indices in detector-score order).
+    The pair compared is the best-matching one, the smallest distance over every face of
+    photo 1 against every face of photo 2 (ties: the lowest indices); face1 / face2 pick one
+    face of a photo by its index instead. The result's `face1` and `face2` are the indices
+    compared, `pairs_compared` how many pairs were scored and `pair` how the pair was chosen
+    ("best match", "given" or "only faces"). A photo without a face raises NoFaceError naming
+    it; an index the photo does not have raises ValueError. Without a detector the two files
+    are embedded whole.
+    """
     t = threshold if threshold is not None else embedder.threshold
     result = {"image1": path1, "image2": path2, "threshold": t}
     if detector is None:
+        if face1 is not None or face2 is not None:
+            raise ValueError("face1 / face2 pick faces found by the detector; without one "
+                             "the two files are compared whole")
         emb = batch_embed.embed_files(embedder, [path1, path2], progress_every_s=None)
-    else:
-        table = embed_photo_faces(embedder, detector, [path1, path2], align=align, keep="main")
-        if table.skipped:
-            raise NoFaceError("; ".join(f"{s['photo']}: {s['reason']}" for s in table.skipped))
-        emb = table.embeddings
-        for k, key in enumerate(("face1", "face2")):
-            result[key] = {"box": [round(float(v), 1) for v in table.boxes[k]],
-                           "score": float(table.scores[k])}
-    d = float(distances.squared_l2(emb[:1], emb[1:])[0])
-    result.update({"distance": d, "same": None if t is None else d <= t})
+        d = float(distances.squared_l2(emb[:1], emb[1:])[0])
+        result.update({"distance": d, "same": None if t is None else d <= t})
+        return result
+    keys = ("1", "2")  # the photos' names in the table: the same path may be given twice
+    table = embed_photo_faces(embedder, detector, [path1, path2], names=keys, align=align,
+                              keep="all")
+    paths = dict(zip(keys, (path1, path2)))
+    if table.skipped:
+        raise NoFaceError("; ".join(f"{paths[s['photo']]}: {s['reason']}"
+                                    for s in table.skipped))
+    candidates = []
+    for key, pick in zip(keys, (face1, face2)):
+        rows = [r for r, photo in enumerate(table.photos) if photo == key]
+        result[f"faces{key}"] = [{"face": int(table.face_index[r]),
+                                  "box": [round(float(v), 1) for v in table.boxes[r]],
+                                  "score": round(float(table.scores[r]), 5)} for r in rows]
+        if pick is not None and not 0 <= pick < len(rows):
+            raise ValueError(f"{paths[key]}: face{key}={pick}, but the photo has {len(rows)} "
+                             f"face{'s' * (len(rows) != 1)} (indices 0 to {len(rows) - 1})")
+        candidates.append(rows if pick is None else [rows[pick]])
+    d = distances.squared_l2_matrix(table.embeddings[candidates[0]],
+                                    table.embeddings[candidates[1]])
+    i, j = np.unravel_index(int(np.argmin(d)), d.shape)
+    result.update({
+        "face1": int(table.face_index[candidates[0][i]]),
+        "face2": int(table.face_index[candidates[1][j]]),
+        "pairs_compared": int(d.size),
+        "pair": ("best match" if d.size > 1 else
+                 "given" if face1 is not None or face2 is not None else "only faces"),
+        "distance": float(d[i, j]), "same": None if t is None else float(d[i, j]) <= t})
     return result
+
+
+def verification_summary(result: dict) -> str:
+    """A verify result in one line: the decision, the distance, which faces were compared."""
+    verdict = {True: "same person", False: "different people",
+               None: "no threshold to decide"}[result["same"]]
+    head = f"{verdict}: distance {result['distance']:.3f} (threshold {result['threshold']})"
+    if "face1" not in result:
+        return f"{head}, the two files compared whole"
+    faces = [f"face {result[f'face{k}']} of {len(result[f'faces{k}'])} in "
+             f"{result[f'image{k}']}" for k in ("1", "2")]
+    how = {"best match": f"the best-matching of {result['pairs_compared']} pairs",
+           "given": "the faces asked for", "only faces": "the only faces"}[result["pair"]]
+    return f"{head} between {faces[0]} and {faces[1]} ({how})"
 
 
 def cluster_folder(embedder, folder: str, threshold: float | None = None,

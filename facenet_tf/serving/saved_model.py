@@ -22,7 +22,7 @@ import tensorflow as tf
 from facenet_tf.common import io_utils, runinfo
 from facenet_tf.data import preprocess as pp
 from facenet_tf.detection.align import AlignConfig, aligned_crops
-from facenet_tf.detection.detector import LANDMARK_NAMES, FaceDetector
+from facenet_tf.detection.detector import LANDMARK_NAMES, FaceDetector, main_face_index
 from facenet_tf.models import frozen_graph
 from facenet_tf.models.inference import XLA_MAX_BATCH, inference_function
 
@@ -124,17 +124,6 @@ class _ExportModule(tf.Module):
         self.graph_variables = list(used.values())
 
 
-def _main_face(boxes, height, width):
-    """facenet_tf.detection.main_face in graph ops: the largest box area minus twice the
-    squared distance of its centre from the image centre; -1 without a face."""
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    dx = (boxes[:, 0] + boxes[:, 2]) / 2 - tf.cast(width, tf.float32) / 2
-    dy = (boxes[:, 1] + boxes[:, 3]) / 2 - tf.cast(height, tf.float32) / 2
-    return tf.cond(tf.shape(boxes)[0] > 0,
-                   lambda: tf.cast(tf.argmax(area - 2.0 * (dx * dx + dy * dy)), tf.int32),
-                   lambda: tf.constant(-1, tf.int32))
-
-
 def _photo_signature(photos: PhotoSignature, preprocess: pp.PreprocessConfig, embed):
     """The detect_and_embed tf.function: per photo, MTCNN, the kept faces aligned exactly as
     the Python path does (crops rounded to whole 0..255 values), the model's preprocessing
@@ -161,7 +150,7 @@ def _photo_signature(photos: PhotoSignature, preprocess: pp.PreprocessConfig, em
         return (tf.pad(boxes, [[0, pad], [0, 0]]), tf.pad(scores, [[0, pad]]),
                 tf.pad(landmarks, [[0, pad], [0, 0], [0, 0]]),
                 tf.pad(embeddings, [[0, pad], [0, 0]]), count,
-                _main_face(boxes, tf.shape(image)[0], tf.shape(image)[1]))
+                main_face_index(boxes, scores, tf.shape(image)[0], tf.shape(image)[1]))
 
     embed_dim = int(embed.get_concrete_function().structured_outputs.shape[-1])
 
@@ -205,6 +194,7 @@ def export_saved_model(model, export_dir: str, preprocess: pp.PreprocessConfig, 
     itself is not saved (keep the .keras file or checkpoint for training). False saves the model
     as is, with its variables. photos: also serve `detect_and_embed` (whole photos).
     """
+    preprocess.check_servable()
     xla_max_batch = XLA_MAX_BATCH if xla_max_batch is None else int(xla_max_batch)
     mh, mw = model_image_size(model)
     if (mh, mw) != (None, None) and (mh, mw) != tuple(preprocess.image_size):

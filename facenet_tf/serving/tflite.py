@@ -241,6 +241,7 @@ def export_tflite(network: keras.Model, out_dir: str, preprocess: pp.PreprocessC
     calibration_images: see calibration_pixels; None writes the float32 network only.
     threshold: the recommended squared-L2 verification threshold to record.
     """
+    preprocess.check_servable()
     image_size = model_image_size(network)
     if image_size != (None, None) and tuple(image_size) != tuple(preprocess.image_size):
         raise ValueError(f"preprocess image_size {preprocess.image_size} does not match the "

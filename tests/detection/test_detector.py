@@ -141,31 +141,6 @@ def test_detections_reject_mismatched_counts():
         FaceDetections(np.zeros((2, 4)), np.zeros(1), np.zeros((2, 5, 2)))
 
 
-def _detections(boxes):
-    n = len(boxes)
-    return FaceDetections(np.array(boxes, np.float32), np.ones(n), np.zeros((n, 5, 2)))
-
-
-def test_main_face_by_hand():
-    # Image 200 high, 300 wide: centre (150, 100).
-    # A: 40x40 centred: area 1600, distance 0 -> 1600.
-    # B: 80x80 centred at (230, 100): area 6400, distance^2 6400 -> 6400 - 12800 = -6400.
-    # C: 60x60 centred at (160, 110): area 3600, distance^2 200 -> 3600 - 400 = 3200.
-    found = _detections([[130, 80, 170, 120], [190, 60, 270, 140], [130, 80, 190, 140]])
-    assert main_face(found, 200, 300) == 2
-    # Without C the large off-centre face loses to the small centred one.
-    assert main_face(_detections([[130, 80, 170, 120], [190, 60, 270, 140]]), 200, 300) == 0
-    # Image 1000 x 1000: a 100x100 face centred at (50, 50) scores 10000 - 2 * 405000; a
-    # 20x20 face centred at (150, 100) scores 400 - 2 * 282500 and wins. With none, None.
-    assert main_face(_detections([[0, 0, 100, 100], [140, 90, 160, 110]]), 1000, 1000) == 1
-    assert main_face(_detections([]), 200, 300) is None
-
-
-def test_main_face_ties_go_to_the_first():
-    found = _detections([[130, 80, 170, 120], [130, 80, 170, 120]])
-    assert main_face(found, 200, 300) == 0
-
-
 @pytest.mark.integration
 def test_saved_model_detects_like_the_module(detector, known_faces, tmp_path):
     """The cascade is one graph over images of unknown batch and size: it saves and serves."""

@@ -12,12 +12,13 @@ from PIL import Image
 
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data import preprocess as pp
+from facenet_tf.data.degrade import Degradation
 from facenet_tf.evaluation import protocols, verification
 from facenet_tf.inference import batch_embed
 from facenet_tf.inference.embedders import load_embedder
 from facenet_tf.recognition import workflows
 from facenet_tf.serving import saved_model
-from tests.conftest import make_image_folder, make_tiny_embedding_model
+from tests.conftest import make_image_folder, make_tiny_embedding_model, pillow_jpeg
 
 CFG = pp.PreprocessConfig(image_size=(32, 32), crop_fraction=0.9)
 
@@ -68,6 +69,52 @@ def test_evaluate_model_matches_direct_computation(setup, tmp_path):
     for name in ("roc.png", "distance_histogram.png"):
         with open(tmp_path / "plots" / name, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_degrades_every_face_before_embedding(setup, tmp_path):
+    """--degrade jpeg:Q on pre-cropped files: each file centre-cropped and resized as the model
+    takes it, saved by Pillow as a JPEG at quality Q, read back, standardised, embedded."""
+    model, path, faces, _ = setup
+    pairs = pairs_lib.generate_pairs(faces, num_folds=2, pairs_per_fold=8, seed=3)
+    pf = str(tmp_path / "pairs.txt")
+    pairs_lib.write_pairs(pf, pairs, num_folds=2)
+    degraded = protocols.override_preprocess(CFG, degrade=Degradation.parse("jpeg:5"))
+    r = protocols.evaluate_pairs_file(load_embedder(path).with_preprocess(degraded), pf, faces)
+
+    def oracle(image_path):
+        image = np.asarray(Image.open(image_path).convert("RGB"))
+        face = pp.center_crop_and_resize(image, CFG).numpy()
+        return model(((pillow_jpeg(face, 5) - 127.5) / 128.0)[None]).numpy()[0]
+
+    d = [float(np.sum((oracle(a) - oracle(b)) ** 2))
+         for a, b in (pairs_lib.pair_image_paths(faces, p) for p in pairs)]
+    expect = verification.evaluate_pairs(np.array(d), [p.issame for p in pairs],
+                                         folds=np.repeat([0, 1], 8))
+    # The thresholds are distances of the pairs: they check the distances themselves.
+    for key in ("fold_thresholds", "val_at_far_1e-3_threshold", "accuracy_mean", "roc_auc"):
+        assert r[key] == pytest.approx(expect[key], abs=1e-5), key
+    assert r["preprocess"]["degrade"] == "jpeg:5"
+    plain = protocols.evaluate_pairs_file(load_embedder(path), pf, faces)
+    assert plain["fold_thresholds"] != pytest.approx(r["fold_thresholds"], abs=1e-3)
+
+
+def test_aligned_crops_are_degraded_at_the_model_input_size(setup):
+    """The --align path (embed_faces): crops resized to the model's input, then degraded."""
+    model, path, _, _ = setup
+    crops = np.random.RandomState(0).randint(0, 256, (3, 48, 48, 3)).astype(np.uint8)
+    whole = pp.PreprocessConfig((32, 32))  # embed_faces takes each crop whole
+    for spec in ("jpeg:30", "pixels:12"):
+        degrade = Degradation.parse(spec)
+        embedder = load_embedder(path).with_preprocess(
+            protocols.override_preprocess(CFG, degrade=degrade))
+        got = embedder.embed_faces(crops)
+        faces = [pp.center_crop_and_resize(c, whole).numpy() for c in crops]
+        if degrade.kind == "jpeg":
+            faces = [pillow_jpeg(f, 30) for f in faces]
+        else:  # tested against its plain-loop oracle in tests/data/test_degrade.py
+            faces = [degrade.apply(f).numpy() for f in faces]
+        expected = model((np.stack(faces) - 127.5) / 128.0).numpy()
+        np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_missing_images_listed_or_skipped(setup, tmp_path):
@@ -166,11 +213,19 @@ def test_evaluate_cli(setup, tmp_path):
                           num_folds=2)
     out = str(tmp_path / "r.json")
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
-    subprocess.run([sys.executable, "-m", "facenet_tf.evaluate", "--model", path, "--pairs", pf,
-                    "--images", faces, "--output_json", out, "--crop_fraction", "0.7"],
-                   check=True, capture_output=True, timeout=180, cwd=repo)
+    command = [sys.executable, "-m", "facenet_tf.evaluate", "--model", path, "--pairs", pf,
+               "--images", faces, "--output_json", out, "--crop_fraction", "0.7"]
+    subprocess.run(command + ["--degrade", "pixels:16"], check=True, capture_output=True,
+                   timeout=180, cwd=repo)
     r = json.load(open(out))
     assert r["num_pairs"] == 8 and r["preprocess"]["crop_fraction"] == 0.7
+    assert r["preprocess"]["degrade"] == "pixels:16"
+    bad = subprocess.run(command + ["--degrade", "jpeg:0"], capture_output=True, text=True,
+                         timeout=180, cwd=repo)
+    assert bad.returncode != 0
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "evaluate.py: error: degradation jpeg:0: out of range (JPEG quality Q, 1-100)")
+    assert "Traceback" not in bad.stderr
 
 
 def test_identity_folder_projector_log_lists_every_face(setup, tmp_path):
