@@ -185,13 +185,16 @@ class _Training:
                 # Double buffering: k+1 is mined by the weights at the start of k while k trains.
                 self.ensure_generation(miner, gen + 1, background=True)
             gen_dir = self.run_dir.generation(gen)
+            # Decoded once per generation, for every model.fit call (dataset) made on it.
+            images = triplet_data.generation_images(gen_dir,
+                                                    decoded_cache_mb=config.decoded_cache_mb)
 
-            def make_dataset(gen_dir=gen_dir, gen=gen):
+            def make_dataset(gen_dir=gen_dir, gen=gen, images=images):
                 return triplet_data.triplet_dataset(
                     gen_dir, self.preprocess, config.batch_size, seed=mining_seed(config, gen),
                     start_batch=state.data_position, shuffle_buffer=config.shuffle_buffer,
                     augment=AugmentConfig() if config.augment else None,
-                    decoded_cache_mb=config.decoded_cache_mb)
+                    decoded_cache_mb=config.decoded_cache_mb, images=images)
 
             logger.info("generation %d: steps %d..%d on %s", gen, state.step, gen_end, gen_dir)
             self.fit(make_dataset, gen_end)
