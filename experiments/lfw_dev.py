@@ -1,72 +1,79 @@
-r"""LFW dev experiments (issue 17): fine-tuning the pretrained FaceNet, and triplet selection
-from scratch at equal budget, on a seeded identity-disjoint split of the lfw_dev photos.
+r"""LFW dev experiments on a seeded identity-disjoint split of the lfw_dev photos: fine-tuning
+the pretrained FaceNet (issue 17), triplet selection from scratch (issue 17, and at the flag
+file's full budget with a held-out curve), and the paper's studies of embedding size, amount
+of training data and architecture (issue 28).
 
-    python -m experiments.lfw_dev --recipe finetune     # pretrained, before vs after
-    python -m experiments.lfw_dev --recipe selection    # NNS2 at 96x96, one row per rule
+    python -m experiments.lfw_dev --recipe finetune        # pretrained, before vs after
+    python -m experiments.lfw_dev --recipe selection       # NNS2 at 96x96, one row per rule
+    python -m experiments.lfw_dev --recipe selection_full  # semi-hard vs random, 3 seeds
+    python -m experiments.lfw_dev --recipe embedding_size  # 64, 128, 256, 512-D
+    python -m experiments.lfw_dev --recipe training_data   # 25, 50, 100% of the identities
+    python -m experiments.lfw_dev --recipe architecture --budget_minutes 20
     python -m experiments.lfw_dev --recipe selection --settings offline_semi_hard \
-        --steps 200 --remine_every_steps 50             # a tiny budget
+        --steps 200 --remine_every_steps 50                # a tiny budget
 
 Steps: align the photos (the align_faces Beam job; --noalign for crops such as ORL); split
 the identities (held-out ones among those with 2+ images); LFW-format pairs with
 identity-disjoint folds on the held-out identities; ingest the training identities (the
-build_dataset Beam job); per setting and seed, `python -m facenet_tf.train` with the recipe's
-flag file (configs/lfw_finetune.flags or configs/lfw_selection.flags), evaluating on the
-held-out pairs at step 0, after every generation and at the end (evaluate_pairs_file); then the
-table in WORK_DIR/results_RECIPE.md and .json. Re-running continues: prepared data and
-finished settings are reused, an interrupted run resumes from its checkpoint.
+build_dataset Beam job); per setting and seed, facenet_tf.train(config) in this process with
+the recipe's flag file (configs/lfw_finetune.flags or configs/lfw_selection.flags), evaluating
+on the held-out pairs at step 0, after every generation (and every 250 steps in the
+full-budget recipes) and at the end (evaluate_pairs_file); then the table in
+RESULTS_DIR/lfw_dev_RECIPE.md and .json, and for the issue-28 studies a plot
+PLOTS_DIR/lfw_dev_RECIPE.png (experiments.studies). Re-running continues: prepared data and
+finished runs are reused (also across the full-budget recipes, which share their baseline
+run), an interrupted run resumes from its checkpoint.
 """
 
 import dataclasses
-import logging as std_logging
 import os
 import shlex
-import shutil
 import sys
 import time
 
-import numpy as np
 from absl import flags, logging
 
+from experiments import studies
 from experiments.protocol import (
     LFW_IMAGES,
     REPO_ROOT,
+    dataset_counts,
     default_params,
+<<<<<<< HEAD
     existing_dir,
     prepare_data,
     publish_results,
     stage,
+=======
+    identity_subset,
+    prepare_data,
+>>>>>>> studies
 )
+from experiments.runs import COLLAPSE_RULE, Setting, recipe_settings, run_setting, summarise_row
 from facenet_tf import _cli
-from facenet_tf.common import config_flags, io_utils, runinfo
-from facenet_tf.data.image_files import list_images
-from facenet_tf.inference.batch_embed import embed_files
-from facenet_tf.inference.embedders import load_embedder
+from facenet_tf.common import io_utils, runinfo
 from facenet_tf.training.config import TrainConfig
-from facenet_tf.training.loop import train
-from facenet_tf.training.run_dir import RunDir
-from facenet_tf.training.state import read_state
 
 FLAGS = flags.FLAGS
-METRICS = ("accuracy_mean", "accuracy_std", "val_at_far_1e-3", "roc_auc")
 # K of the online P x K batches: 3 divides every batch of 3 x B images.
 ONLINE_IMAGES_PER_IDENTITY = 3
-# A run collapsed (every face mapped to about one point, the paper's warning about hard
-# negatives early on) when its final held-out embeddings of different identities are on
-# average closer than this fraction of alpha. Spread-out unit vectors are ~2 apart; an
-# untrained NNS2 (inference-mode batch norm) is ~0.06 apart, above 0.02 at alpha 0.2.
-COLLAPSE_FRACTION = 0.1
-COLLAPSE_RULE = (f"collapsed: the mean squared L2 distance between final embeddings of "
-                 f"different held-out identities is below {COLLAPSE_FRACTION} x alpha")
+# The architecture study trains until its time budget is spent; this only bounds it.
+UNBOUNDED_STEPS = 1_000_000
 
 
 @dataclasses.dataclass(frozen=True)
-class Setting:
-    """One row: trainer flags on top of the recipe's flag file, and whether it takes
-    --num_seeds seeds (else seed 0 only)."""
-    name: str
-    args: tuple
-    multi_seed: bool = False
-    online: bool = False
+class Recipe:
+    """A study: the flag file every row starts from, trainer flags every row adds, and its
+    rows. group: the run directories go to WORK/GROUP-<steps>steps, shared by the recipes of
+    that group (a row of one whose `run` names a row of another reuses that run); else
+    WORK/RECIPE. timed: every row gets --max_train_seconds from --budget_minutes. spread: the
+    held-out distance spread is measured after training."""
+    flagfile: str
+    settings: tuple
+    args: tuple = ()
+    group: str | None = None
+    timed: bool = False
+    spread: bool = True
 
 
 def _offline(strategy, multi_seed):
@@ -74,210 +81,68 @@ def _offline(strategy, multi_seed):
                    multi_seed)
 
 
+def _architecture(name, height, width, probe=False):
+    args = (f"--architecture={name}", f"--input_shape={height},{width}")
+    if probe:  # a few steps on one mined subset: the training and inference speeds only
+        args += ("--steps=10", "--checkpoint_every_steps=5", "--remine_every_steps=10",
+                 "--num_subsets=1")
+    return Setting(f"{name}_{height}x{width}", args, probe=probe)
+
+
+# The baseline of the issue-28 studies: offline semi-hard on NNS2 at 96x96, 128-D, all
+# training identities (configs/lfw_selection.flags); embedding_size and training_data vary one
+# thing of it and share its run as their baseline row, and with selection_full's semi-hard
+# seed-0 run too when they run at its budget (--steps 3000 --remine_every_steps 500).
+BASELINE = "offline_semi_hard"
+CURVE = ("--eval_every_steps=250",)
+# embedding_size and training_data by default: a third of the flag file's budget, the
+# selection table's (about 13 minutes a run on 2 shared cores instead of 40).
+STUDY_BUDGET = ("--steps=1000", "--remine_every_steps=250")
 RECIPES = {
-    "finetune": ("lfw_finetune.flags", (Setting("pretrained_semi_hard", ()),)),
-    "selection": ("lfw_selection.flags", (
+    "finetune": Recipe("lfw_finetune.flags", (Setting("pretrained_semi_hard"),), spread=False),
+    "selection": Recipe("lfw_selection.flags", (
         _offline("semi_hard", True), _offline("hard", False), _offline("random", True),
         _offline("all", False),
         Setting("online_semi_hard", ("--mining=online", "--strategy=semi_hard"), online=True))),
+    "selection_full": Recipe("lfw_selection.flags", (
+        _offline("semi_hard", True), _offline("random", True)), CURVE, "lfw_selection"),
+    "embedding_size": Recipe("lfw_selection.flags", tuple(
+        Setting(f"dim{d}", (f"--embedding_dim={d}",), multi_seed=d == 128,
+                run=BASELINE if d == 128 else f"dim{d}") for d in (64, 128, 256, 512)),
+        STUDY_BUDGET + CURVE, "lfw_selection"),
+    "training_data": Recipe("lfw_selection.flags", tuple(
+        Setting(f"identities_{f:.0%}".replace("%", "pct"), multi_seed=f == 1.0, identity_fraction=f,
+                run=BASELINE if f == 1.0 else f"identities{f:g}") for f in (0.25, 0.5, 1.0)),
+        STUDY_BUDGET + CURVE, "lfw_selection"),
+    # At each network's own input size (the paper's); a constant learning rate, since the
+    # number of steps a network gets in the budget is not known in advance.
+    "architecture": Recipe("lfw_selection.flags", (
+        _architecture("nns2", 140, 116), _architecture("nns1", 165, 165),
+        _architecture("nn4", 96, 96),
+        _architecture("nn2", 224, 224, probe=True),
+        _architecture("inception_resnet_v1", 160, 160, probe=True)),
+        ("--lr_schedule=constant", f"--steps={UNBOUNDED_STEPS}"), timed=True),
 }
 
 
-def recipe_settings(args: list) -> dict:
-    """The TrainConfig settings that trainer flags give (flag files read, last one wins),
-    parsed exactly as `python -m facenet_tf.train` parses them."""
-    return config_flags.read_flags(TrainConfig, args, source=" ".join(args))
+def recipe_args(recipe: Recipe, budget_minutes: float) -> list:
+    """The trainer flags every row of `recipe` starts from."""
+    args = [f"--flagfile={os.path.join(REPO_ROOT, 'configs', recipe.flagfile)}", *recipe.args]
+    if recipe.timed:
+        args.append(f"--max_train_seconds={60 * budget_minutes:g}")
+    return args
 
 
-def run_trainer(config: TrainConfig, log_path: str) -> None:
-    """facenet_tf.train(config) in this process, its log lines appended to log_path."""
-    handler = std_logging.FileHandler(log_path)
-    handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = std_logging.getLogger()
-    root.addHandler(handler)
-    try:
-        train(config)
-    finally:
-        root.removeHandler(handler)
-        handler.close()
-
-
-def heldout_spread(export_dir: str, heldout_root: str) -> dict:
-    """Mean squared L2 distances between held-out embeddings of the same and of different
-    identities (exact, over all pairs of images), from one embedding pass."""
-    paths = list_images(heldout_root)
-    emb = embed_files(load_embedder(export_dir), paths).astype(np.float64)
-    labels = np.array([os.path.relpath(p, heldout_root).split(os.sep)[0] for p in paths])
-
-    def pair_sum(e):  # sum over ordered pairs (i, j) of |e_i - e_j|^2
-        return 2 * len(e) * np.sum(e * e) - 2 * np.sum(e.sum(axis=0) ** 2)
-
-    names, counts = np.unique(labels, return_counts=True)
-    same = sum(pair_sum(emb[labels == name]) for name in names)
-    same_count = int(np.sum(counts * (counts - 1)))
-    diff_count = len(emb) ** 2 - len(emb) - same_count
-    return {"heldout_d_same": float(same / same_count) if same_count else None,
-            "heldout_d_diff": float((pair_sum(emb) - same) / diff_count),
-            "heldout_images": len(paths)}
-
-
-def summarise_run(model_dir: str, with_spread: bool, heldout_root: str) -> dict:
-    """The run's evaluations (step 0 and final), training statistics and generations."""
-    run_dir = RunDir(model_dir)
-    state = read_state(run_dir)
-    config = TrainConfig.load(run_dir.train_config)
-    evals = state.evals
-    out = {"step": state.step, "generations": state.generation + 1,
-           "before": {k: evals[0].get(k) for k in METRICS} if evals[0]["step"] == 0 else None,
-           "after": {k: evals[-1].get(k) for k in METRICS},
-           "evals": [{k: e.get(k) for k in ("step", "generation") + METRICS} for e in evals],
-           "history": {k: [h.get(k) for h in state.history] for k in
-                       ("step", "loss", "fraction_active", "mean_d_ap", "mean_d_an")},
-           "alpha": config.alpha, "export_dir": config.resolved_export_dir}
-    active = [a for a in out["history"]["fraction_active"] if a is not None]
-    out["fraction_active_mean"] = float(np.mean(active)) if active else None
-    out["fraction_active_last"] = active[-1] if active else None
-    if with_spread:
-        out.update(heldout_spread(config.resolved_export_dir, heldout_root))
-        out["collapsed"] = out["heldout_d_diff"] < COLLAPSE_FRACTION * config.alpha
-    return out
-
-
-def run_setting(work: str, recipe: str, setting: Setting, seed: int, trainer_args: list,
-                protocol: dict, fresh: bool) -> dict:
-    """Trains one setting with one seed (or resumes it) and evaluates it; a finished run's
-    result.json is reused if it was made by the same command."""
-    run_path = os.path.join(work, recipe, f"{setting.name}-seed{seed}")
-    if fresh:
-        shutil.rmtree(run_path, ignore_errors=True)
-    os.makedirs(run_path, exist_ok=True)
-    model_dir = os.path.join(run_path, "model")
-    config = TrainConfig(**{**recipe_settings(trainer_args),
-                            "train_data": protocol["dataset"], "model_dir": model_dir,
-                            "eval_pairs": protocol["pairs_path"],
-                            "eval_images": protocol["heldout_images_root"], "seed": seed})
-    result_path, command_path = (os.path.join(run_path, n) for n in ("result.json",
-                                                                       "command.json"))
-    if os.path.exists(command_path):
-        before = io_utils.read_json(command_path).get("config", {})
-        now = config.to_dict()
-        changed = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
-                            for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k))
-        if changed:
-            raise ValueError(f"{command_path}: {setting.name} seed {seed} was started with "
-                             f"other trainer settings ({changed}); pass --fresh to retrain it")
-    if os.path.exists(result_path):
-        print(f"{setting.name} seed {seed}: done before ({result_path})", flush=True)
-        return io_utils.read_json(result_path)
-    io_utils.write_json_atomic(command_path, {"trainer_flags": trainer_args,
-                                              "config": config.to_dict()})
-    state = read_state(RunDir(model_dir))
-    log_path = os.path.join(run_path, "train.log")
-    stage(f"{setting.name} seed {seed}: training (log: {log_path})")
-    started = time.time()
-    run_trainer(config, log_path)
-    result = {"setting": setting.name, "seed": seed, "trainer_flags": trainer_args,
-              "resumed_from_step": state.step if state else 0,
-              **summarise_run(model_dir, recipe == "selection",
-                              protocol["heldout_images_root"])}
-    result["wall_seconds"] = round(time.time() - started, 1)
-    io_utils.write_json_atomic(result_path, result)
-    return result
-
-
-def mean_std(values: list) -> dict:
-    """Mean and sample standard deviation (None for one value)."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": float(np.mean(values)), "n": len(values),
-            "std": float(np.std(values, ddof=1)) if len(values) > 1 else None}
-
-
-def summarise_row(setting: Setting, runs: list, images_per_step: int) -> dict:
-    """One table row from a setting's runs (one per seed)."""
-    row = {"setting": setting.name, "seeds": [r["seed"] for r in runs],
-           "images_per_step": images_per_step, "steps": runs[0]["step"],
-           "generations": runs[0]["generations"] if not setting.online else None,
-           "wall_seconds": [r["wall_seconds"] for r in runs]}
-    for side in ("before", "after"):
-        row[side] = {k: mean_std([(r[side] or {}).get(k) for r in runs]) for k in METRICS}
-    for key in ("fraction_active_mean", "fraction_active_last", "heldout_d_same",
-                "heldout_d_diff"):
-        row[key] = mean_std([r.get(key) for r in runs])
-    row["collapsed"] = sum(bool(r.get("collapsed")) for r in runs)
-    return row
-
-
-def fmt(stat: dict, percent: bool = True) -> str:
-    """A mean_std dict as "mean ± std", in percent or to 3 decimals ("n/a" without values)."""
-    if stat["mean"] is None:
-        return "n/a"
-    scale, form = (100, "{:.1f}") if percent else (1, "{:.3f}")
-    text = form.format(scale * stat["mean"]) + ("%" if percent else "")
-    if stat["std"] is not None:
-        text += " ± " + form.format(scale * stat["std"])
-    return text
-
-
-def markdown_table(recipe: str, report: dict) -> str:
-    """The results as markdown: protocol, table, notes, commands."""
-    p = report["protocol"]
-    lines = [f"# LFW dev: {recipe}", "",
-             f"Held-out verification: {p['num_pairs']} pairs ({p['num_matched_pairs']} "
-             f"matched) in {p['params']['num_folds']} identity-disjoint folds over "
-             f"{len(p['heldout_identities'])} held-out identities ({p['num_heldout_images']} "
-             f"images); training: {p['num_train_images']} images of "
-             f"{p['num_train_identities']} identities ({p['num_train_identities_2plus']} with "
-             f"2+ images). Split and pairs seed {p['params']['seed']}; images "
-             f"{p['params']['images']}" + (f", aligned (no face found in {p['num_no_face']} "
-                                           f"photos, unreadable {p['num_unreadable']})"
-                                           if p["params"]["align"] else ", not aligned") + ".",
-             ""]
-    if recipe == "finetune":
-        head = ["setting", "steps", "generations", "accuracy before", "accuracy after",
-                "VAL@1e-3 before", "VAL@1e-3 after", "AUC before", "AUC after",
-                "active (mean / last)", "wall min"]
-        body = [[r["setting"], r["steps"], r["generations"],
-                 fmt(r["before"]["accuracy_mean"]), fmt(r["after"]["accuracy_mean"]),
-                 fmt(r["before"]["val_at_far_1e-3"]), fmt(r["after"]["val_at_far_1e-3"]),
-                 fmt(r["before"]["roc_auc"], False), fmt(r["after"]["roc_auc"], False),
-                 f"{fmt(r['fraction_active_mean'])} / {fmt(r['fraction_active_last'])}",
-                 f"{sum(r['wall_seconds']) / 60:.1f}"] for r in report["rows"]]
-    else:
-        head = ["setting", "seeds", "steps", "images/step", "accuracy", "VAL@1e-3", "AUC",
-                "active (mean / last)", "held-out d same / diff", "collapsed",
-                "wall min per run"]
-        body = [[r["setting"], len(r["seeds"]), r["steps"], r["images_per_step"],
-                 fmt(r["after"]["accuracy_mean"]), fmt(r["after"]["val_at_far_1e-3"]),
-                 fmt(r["after"]["roc_auc"], False),
-                 f"{fmt(r['fraction_active_mean'])} / {fmt(r['fraction_active_last'])}",
-                 f"{fmt(r['heldout_d_same'], False)} / {fmt(r['heldout_d_diff'], False)}",
-                 f"{r['collapsed']}/{len(r['seeds'])}",
-                 f"{np.mean(r['wall_seconds']) / 60:.1f}"] for r in report["rows"]]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
-    lines += ["", "Notes:",
-              f"- accuracy: LFW protocol on the pairs' {p['params']['num_folds']} folds "
-              "(threshold chosen on the other folds); VAL@1e-3: validation rate at "
-              "false-accept rate 1e-3; x ± s: mean ± sample standard deviation over seeds"
-              + ("; before: the pretrained model (step 0)." if recipe == "finetune" else "."),
-              "- active: fraction of training triplets with positive loss, per checkpoint "
-              "interval: the mean over training / the last interval."]
-    if recipe == "selection":
-        lines += [f"- {COLLAPSE_RULE}; d same / diff: those mean squared distances for the "
-                  "same / different held-out identities.",
-                  f"- online rows: P x K batches (K = {ONLINE_IMAGES_PER_IDENTITY}) of 3 x the "
-                  "offline triplet batch, so every row sees the same images per step."]
-    lines += ["- wall: training, evaluations and the held-out spread of this command's "
-              "runs (a resumed run counts from where it resumed); total "
-              f"{report['wall_minutes']} min; git {report['run_info']['git_revision']}.",
-              "", "The command, then each run's trainer flags (facenet_tf.train(config), in "
-              "its process, on top of the recipe; the run's data, pairs and seed are added):",
-              "", f"    {report['command']}"]
-    lines += [f"    {r['setting']} seed {r['seed']}: {shlex.join(r['trainer_flags'])}"
-              for r in report["runs"]]
-    return "\n".join(lines) + "\n"
+def setting_args(recipe: Recipe, setting: Setting, extra: list, budget_minutes: float) -> list:
+    """A row's trainer flags: the recipe's, the row's, then `extra` (the command's budget and
+    --train_flag), last one wins. Online rows: K = 3 and 3 x the triplet batch, so that every
+    row trains on the same images per step."""
+    args = recipe_args(recipe, budget_minutes) + list(setting.args) + list(extra)
+    if setting.online:
+        batch = recipe_settings(args).get("batch_size", TrainConfig.batch_size)
+        args += [f"--images_per_identity={ONLINE_IMAGES_PER_IDENTITY}",
+                 f"--batch_size={3 * batch}"]
+    return args
 
 
 def main(argv):
@@ -287,18 +152,19 @@ def main(argv):
     for name in ("num_seeds", "steps", "remine_every_steps"):
         if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
-    flagfile, settings = RECIPES[FLAGS.recipe]
-    names = [s.name for s in settings]
+    if FLAGS.budget_minutes <= 0:
+        raise ValueError(f"--budget_minutes must be > 0, got {FLAGS.budget_minutes}")
+    recipe = RECIPES[FLAGS.recipe]
+    names = [s.name for s in recipe.settings]
     unknown = sorted(set(FLAGS.settings or []) - set(names))
     if unknown:
         raise ValueError(f"--settings: unknown {unknown} for --recipe={FLAGS.recipe}; "
                          f"choose among {names}")
-    selected = [s for s in settings if not FLAGS.settings or s.name in FLAGS.settings]
-    base = [f"--flagfile={os.path.join(REPO_ROOT, 'configs', flagfile)}"]
+    selected = [s for s in recipe.settings if not FLAGS.settings or s.name in FLAGS.settings]
     budget = [f"--{name}={getattr(FLAGS, name)}" for name in ("steps", "remine_every_steps")
               if getattr(FLAGS, name) is not None]
     extra = budget + list(FLAGS.train_flag)
-    given = recipe_settings(base + extra)
+    given = recipe_settings(recipe_args(recipe, FLAGS.budget_minutes) + extra)
     batch = given.get("batch_size", TrainConfig.batch_size)
     steps = given.get("steps", TrainConfig.steps)
     remine = given.get("remine_every_steps", TrainConfig.remine_every_steps)
@@ -311,27 +177,52 @@ def main(argv):
         "images": images, "align": FLAGS.align, "seed": FLAGS.seed,
         "heldout_identities": FLAGS.heldout_identities, "num_folds": FLAGS.num_folds,
         "pairs_per_fold": FLAGS.pairs_per_fold})
+    group = os.path.join(work, f"{recipe.group}-{steps}steps" if recipe.group
+                         else FLAGS.recipe)
     rows, runs = [], []
     for setting in selected:
-        # Online rows last: K = 3 and 3 x the triplet batch, the same images per step.
-        args = base + list(setting.args) + extra + (
-            [f"--images_per_identity={ONLINE_IMAGES_PER_IDENTITY}",
-             f"--batch_size={3 * batch}"] if setting.online else [])
+        args = setting_args(recipe, setting, extra, FLAGS.budget_minutes)
+        data = (dataset_counts(protocol["dataset"]) if setting.identity_fraction == 1.0 else
+                identity_subset(work, protocol, setting.identity_fraction, FLAGS.seed))
         seeds = range(FLAGS.num_seeds if setting.multi_seed else 1)
-        setting_runs = [run_setting(work, FLAGS.recipe, setting, seed, args, protocol,
-                                    FLAGS.fresh) for seed in seeds]
+        setting_runs = [
+            {**run_setting(os.path.join(group, f"{setting.run_name}-seed{seed}"), setting,
+                           seed, args, data["dataset"], protocol, FLAGS.fresh, recipe.spread),
+             "row": setting.name}  # a shared run names the row that first made it
+            for seed in seeds]
         runs += setting_runs
-        rows.append(summarise_row(setting, setting_runs, 3 * batch))
+        rows.append({**summarise_row(setting, setting_runs, 3 * batch), "data": data,
+                     "probe": setting.probe})
     report = {"recipe": FLAGS.recipe, "protocol": protocol, "rows": rows, "runs": runs,
               "command": shlex.join([sys.executable, "-m", "experiments.lfw_dev"]
                                     + sys.argv[1:]),
               "collapse_rule": COLLAPSE_RULE,
+              "budget_minutes": FLAGS.budget_minutes if recipe.timed else None,
+              "trainer_settings": {**given, "steps": steps, "remine_every_steps": remine,
+                                   "batch_size": batch},  # every row's, before its own
               "wall_minutes": round((time.time() - started) / 60, 1),
               "run_info": runinfo.collect({f.name: f.value for f in
                                            FLAGS.get_key_flags_for_module(sys.argv[0])})}
+<<<<<<< HEAD
     markdown = markdown_table(FLAGS.recipe, report)
     base_path = os.path.join(work, f"results_{FLAGS.recipe}")
     publish_results(base_path, report, markdown)
+=======
+    report.update(studies.analysis(FLAGS.recipe, report))
+    markdown = studies.markdown(FLAGS.recipe, report)
+    results_dir = os.path.abspath(FLAGS.results_dir or work)
+    plots_dir = os.path.abspath(FLAGS.plots_dir or work)
+    for directory in (results_dir, plots_dir):
+        os.makedirs(directory, exist_ok=True)
+    base_path = os.path.join(results_dir, f"lfw_dev_{FLAGS.recipe}")
+    io_utils.write_json_atomic(base_path + ".json", report)
+    io_utils.write_bytes_atomic(base_path + ".md", markdown.encode("utf-8"))
+    written = [base_path + ".md", base_path + ".json"]
+    if FLAGS.recipe in studies.PLOTS:
+        written.append(studies.PLOTS[FLAGS.recipe](
+            report, os.path.join(plots_dir, f"lfw_dev_{FLAGS.recipe}.png")))
+    print("\n" + markdown + "\nwrote " + ", ".join(written), flush=True)
+>>>>>>> studies
 
 
 def _define_flags():
@@ -339,11 +230,22 @@ def _define_flags():
     # prepares: with the same values both reuse one prepared directory.
     default = default_params()
     flags.DEFINE_enum("recipe", None, list(RECIPES), "finetune: the pretrained model before "
-                      "and after fine-tuning; selection: triplet selection rules from scratch.")
+                      "and after fine-tuning; selection: triplet selection rules from scratch; "
+                      "selection_full: semi-hard against random with a held-out curve; "
+                      "embedding_size, training_data: NNS2 at 64..512-D, on 25..100% of the "
+                      "training identities; architecture: networks at an equal wall-clock "
+                      "budget (--budget_minutes).")
     flags.DEFINE_string("images", LFW_IMAGES, "Identity-per-folder photos (default: lfw_dev).")
     flags.DEFINE_bool("align", default["align"], "Detect and align the faces first "
                       "(align_faces Beam job); --noalign for face crops already (e.g. ORL).")
-    flags.DEFINE_string("work_dir", "runs/lfw_dev", "Where the data, runs and tables go.")
+    flags.DEFINE_string("work_dir", "runs/lfw_dev", "Where the data and runs go.")
+    flags.DEFINE_string("results_dir", None, "Where lfw_dev_RECIPE.md and .json go (default: "
+                        "--work_dir; the committed ones are in experiments/results).")
+    flags.DEFINE_string("plots_dir", None, "Where lfw_dev_RECIPE.png goes, for the recipes "
+                        "with a plot (default: --work_dir; the committed ones are in "
+                        "docs/images).")
+    flags.DEFINE_float("budget_minutes", 20.0, "architecture: wall-clock minutes of training "
+                       "and mining per network (validation not counted).")
     flags.DEFINE_integer("heldout_identities", default["heldout_identities"], "Identities "
                          "kept out of training (among those with 2+ images) for the "
                          "verification pairs.")
@@ -355,7 +257,8 @@ def _define_flags():
                          "matched).")
     flags.DEFINE_list("settings", None, "Run only these rows (default: all of the recipe's).")
     flags.DEFINE_integer("num_seeds", 3, "Training seeds 0..N-1 of the multi-seed rows "
-                         "(selection: offline_semi_hard and offline_random); others seed 0.")
+                         "(selection, selection_full: offline_semi_hard and offline_random; "
+                         "embedding_size, training_data: the baseline row); others seed 0.")
     flags.DEFINE_integer("steps", None, "Budget: override the recipe's --steps.")
     flags.DEFINE_integer("remine_every_steps", None, "Budget: override the recipe's re-mining "
                          "cadence.")

@@ -12,12 +12,16 @@ import time
 from facenet_tf.common import io_utils
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data.image_files import list_images
-from facenet_tf.data.splits import split_identities
+from facenet_tf.data.splits import split_identities, subset_identities
 from facenet_tf.pipelines.align_faces import AlignJobConfig, align_faces
 from facenet_tf.pipelines.build_dataset import build_dataset
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
-LFW_IMAGES = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "lfw_dev", "images")
+# ../shared/data next to the checkout, or FACENET_TF_SHARED_DATA (as for the tests: a git
+# worktree elsewhere names it there).
+LFW_IMAGES = os.path.join(os.environ.get("FACENET_TF_SHARED_DATA",
+                                         os.path.join(os.path.dirname(REPO_ROOT), "shared",
+                                                      "data")), "lfw_dev", "images")
 # Names a prepared work directory that the benchmarks and experiments share.
 LFW_WORK_ENV = "FACENET_TF_LFW_DEV_WORK"
 
@@ -96,3 +100,30 @@ def prepare_data(work: str, params: dict) -> dict:
         "prepare_seconds": round(time.time() - started, 1)}
     io_utils.write_json_atomic(path, protocol)
     return protocol
+
+
+def identity_subset(work: str, protocol: dict, fraction: float, seed: int) -> dict:
+    """The training dataset made of a seeded `fraction` of the protocol's training identities
+    (data.splits.subset_identities: the same share of those with 2+ images and of the others;
+    nested for one seed), ingested by the build_dataset Beam job under WORK/subsets and reused;
+    returns its path and counts."""
+    root = os.path.join(work, "subsets", f"identities-{fraction:g}-seed{seed}")
+    dataset_dir = os.path.join(root, "dataset")
+    if not io_utils.is_complete(dataset_dir):
+        shutil.rmtree(root, ignore_errors=True)  # an unfinished earlier attempt
+        images = os.path.join(root, "images")
+        subset_identities(protocol["train_images_root"], images, fraction, seed)
+        stage(f"ingest {fraction:.0%} of the training identities (seed {seed}, build_dataset)")
+        build_dataset(images, dataset_dir)
+    return {"fraction": fraction, "seed": seed, **dataset_counts(dataset_dir)}
+
+
+def dataset_counts(dataset_dir: str) -> dict:
+    """A build_dataset output's path, identities and images (and those with 2+ images, which
+    give anchor-positive pairs), from its manifest."""
+    manifest = io_utils.read_manifest(dataset_dir)
+    counts = [int(n) for n in manifest["images_per_identity"].values()]
+    return {"dataset": dataset_dir, "num_identities": manifest["num_identities"],
+            "num_identities_2plus": sum(n >= 2 for n in counts),
+            "num_images": manifest["num_images"],
+            "num_images_of_2plus": sum(n for n in counts if n >= 2)}

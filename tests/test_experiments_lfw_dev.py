@@ -1,6 +1,8 @@
 """experiments.lfw_dev end to end on ORL with a tiny budget: the tables list the rows, the
 online row trains on as many images per step as the offline one, and no held-out identity
-reaches the training data, a mined generation or its triplets."""
+reaches the training data, a mined generation or its triplets; the issue-28 studies share
+their baseline run, train on nested identity subsets, stop at their time budget and write
+their plots."""
 
 import glob
 import json
@@ -14,6 +16,17 @@ import tensorflow as tf
 from tests.conftest import REPO_ROOT
 
 SETTINGS = ("offline_semi_hard", "online_semi_hard")
+TINY = ["--noalign", "--heldout_identities=10", "--num_folds=5", "--pairs_per_fold=20",
+        "--train_flag=--checkpoint_every_steps=3", "--train_flag=--batch_size=8",
+        "--train_flag=--num_subsets=1", "--train_flag=--identities_per_subset=10"]
+
+
+def run_recipe(work, orl_dir, *args):
+    cmd = [sys.executable, "-m", "experiments.lfw_dev", f"--images={orl_dir}",
+           f"--work_dir={work}", *TINY, *args]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
 
 
 def generation_identities(gen_dir: str) -> set:
@@ -52,19 +65,13 @@ def pair_identities(pairs_path: str) -> set:
 @pytest.mark.integration
 def test_selection_recipe_on_orl_keeps_heldout_identities_out_of_training(tmp_path, orl_dir):
     work = tmp_path / "work"
-    cmd = [sys.executable, "-m", "experiments.lfw_dev", "--recipe=selection",
-           f"--images={orl_dir}", "--noalign", f"--work_dir={work}",
-           "--heldout_identities=10", "--num_folds=5", "--pairs_per_fold=20",
-           f"--settings={','.join(SETTINGS)}", "--num_seeds=1",
-           "--steps=6", "--remine_every_steps=3", "--train_flag=--checkpoint_every_steps=3",
-           "--train_flag=--keep_generations=0", "--train_flag=--batch_size=8",
-           "--train_flag=--num_subsets=1", "--train_flag=--identities_per_subset=10"]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_recipe(work, orl_dir, "--recipe=selection", f"--settings={','.join(SETTINGS)}",
+               "--num_seeds=1", "--steps=6", "--remine_every_steps=3",
+               "--train_flag=--keep_generations=0")
 
     # (a) Both tables are written and list the rows.
-    markdown = (work / "results_selection.md").read_text()
-    report = json.loads((work / "results_selection.json").read_text())
+    markdown = (work / "lfw_dev_selection.md").read_text()
+    report = json.loads((work / "lfw_dev_selection.json").read_text())
     assert [row["setting"] for row in report["rows"]] == list(SETTINGS)
     for row in report["rows"]:
         assert f"| {row['setting']} |" in markdown
@@ -98,3 +105,44 @@ def test_selection_recipe_on_orl_keeps_heldout_identities_out_of_training(tmp_pa
         assert identities, gen_dir
         assert not identities & heldout, (gen_dir, identities & heldout)
         assert identities <= train
+
+
+def label_map(dataset_dir) -> set:
+    with open(os.path.join(dataset_dir, "manifest.json")) as f:
+        return set(json.load(f)["label_map"])
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_studies_subset_the_identities_draw_a_curve_and_share_the_baseline(tmp_path, orl_dir):
+    work, results = tmp_path / "work", tmp_path / "results"  # made by the command
+    out = [f"--results_dir={results}", f"--plots_dir={results}"]
+    budget = ["--num_seeds=1", "--steps=4", "--remine_every_steps=3",
+              "--train_flag=--eval_every_steps=2"]
+    # (a) training_data: 25% of the identities, nested in the full set, and the baseline;
+    # held-out evaluations every 2 steps, mining every 3 as before.
+    run_recipe(work, orl_dir, "--recipe=training_data",
+               "--settings=identities_25pct,identities_100pct", *budget, *out)
+    report = json.loads((results / "lfw_dev_training_data.json").read_text())
+    quarter, whole = report["rows"]
+    train = label_map(work / "dataset")
+    subset = label_map(quarter["data"]["dataset"])
+    assert subset < train and len(subset) == round(0.25 * len(train)) == 8  # ORL: 30 of 10 each
+    assert quarter["data"]["num_images"] == 80 and whole["data"]["num_images"] == 300
+    group = work / "lfw_selection-4steps"
+    with open(group / "identities0.25-seed0" / "model" / "train_config.json") as f:
+        assert json.load(f)["train_data"] == quarter["data"]["dataset"]
+    for row in report["rows"]:
+        assert [p["step"] for p in row["curves"][0]] == [0, 2, 3, 4]
+    markdown = (results / "lfw_dev_training_data.md").read_text()
+    assert "| 25% | 8 (8) | 80 (80) |" in markdown and "| 100% | 30 (30) | 300 (300) |" in markdown
+    assert (results / "lfw_dev_training_data.png").stat().st_size > 10_000
+
+    # (b) selection_full's semi-hard row is that baseline run: reused, not trained again.
+    stdout = run_recipe(work, orl_dir, "--recipe=selection_full",
+                        "--settings=offline_semi_hard", *budget, *out)
+    assert f"done before ({group / 'offline_semi_hard-seed0' / 'result.json'})" in stdout
+    report = json.loads((results / "lfw_dev_selection_full.json").read_text())
+    assert report["rows"][0]["curves"] == whole["curves"]
+    assert sorted(os.listdir(group)) == ["identities0.25-seed0", "offline_semi_hard-seed0"]
+    assert (results / "lfw_dev_selection_full.png").stat().st_size > 10_000

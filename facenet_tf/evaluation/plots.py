@@ -10,7 +10,8 @@ from sklearn import metrics as skmetrics
 from facenet_tf.common import io_utils
 
 
-def _save(fig, path: str) -> str:
+def save_png(fig, path: str) -> str:
+    """A matplotlib Figure as a PNG at `path` (local or gs://), written atomically."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
@@ -33,7 +34,7 @@ def roc_png(distances, issame, path: str, title: str = "ROC") -> str:
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def distance_histogram_png(distances, issame, path: str, threshold: float | None = None,
@@ -52,7 +53,7 @@ def distance_histogram_png(distances, issame, path: str, threshold: float | None
     ax.set_ylabel("pairs")
     ax.set_title(title)
     ax.legend()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def line_panels_png(panels: list, path: str, ylabel: str = "", ylim=None) -> str:
@@ -80,4 +81,4 @@ def line_panels_png(panels: list, path: str, ylabel: str = "", ylim=None) -> str
     if ylim is not None:
         axes[0].set_ylim(*ylim)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -61,6 +61,15 @@ class TrainConfig(SubsetMining):
                                      "generation and at the end (validation); the best "
                                      "checkpoint is kept in MODEL_DIR/best.")
     eval_images: str | None = setting(None, "Image root the --eval_pairs names refer to.")
+    eval_every_steps: int | None = setting(None, "Also score --eval_pairs every this many "
+                                           "steps (a held-out learning curve); the mining "
+                                           "cadence is unchanged (default: after each "
+                                           "generation and at the end only).")
+    max_train_seconds: float | None = setting(None, "Wall-clock budget: stop training after "
+                                              "this many seconds of training and mining "
+                                              "(validation not counted, resumed runs count "
+                                              "their earlier seconds), then evaluate and "
+                                              "export as at --steps (default: no limit).")
     distribution: str = setting("mirrored", "mirrored: MirroredStrategy over all local GPUs "
                                 "(or CPU replicas); multi_worker: MultiWorkerMirroredStrategy "
                                 "configured by TF_CONFIG.", choices=DISTRIBUTIONS)
@@ -115,6 +124,17 @@ class TrainConfig(SubsetMining):
             raise ValueError("TrainConfig.keep_generations must be 0 (keep all) or >= 2 (the "
                              "generation just trained on stays while other workers may still "
                              f"read it), got {self.keep_generations!r}")
+        for name in ("eval_every_steps", "max_train_seconds"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"TrainConfig.{name} must be > 0 (or unset), "
+                                 f"got {getattr(self, name)!r}")
+        if self.max_train_seconds is not None and self.distribution == "multi_worker":
+            raise ValueError("TrainConfig.max_train_seconds is not supported with "
+                             "distribution='multi_worker' (each worker's clock would stop it "
+                             "at a different step)")
+        if self.eval_every_steps is not None and not self.eval_pairs:
+            raise ValueError("TrainConfig.eval_every_steps needs eval_pairs and eval_images "
+                             f"(got eval_every_steps={self.eval_every_steps!r}, no eval_pairs)")
         if self.learning_rate <= 0:
             raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate!r}")
         if (self.eval_pairs is None) != (self.eval_images is None):

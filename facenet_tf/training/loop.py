@@ -21,7 +21,7 @@ from facenet_tf.training.generations import (
 )
 from facenet_tf.training.run_dir import RunDir
 from facenet_tf.training.snapshots import RunSnapshots
-from facenet_tf.training.state import Checkpointer, TrainingDiverged
+from facenet_tf.training.state import Checkpointer, TrainClock, TrainingDiverged
 from facenet_tf.training.validation import Validator
 
 logger = logging.getLogger("facenet_tf.train")
@@ -78,10 +78,11 @@ class _Training:
 
     def run(self) -> dict:
         config, state = self.config, self.state
+        self.clock = TrainClock(state, config.max_train_seconds)
         if state.step == 0 and self.validator.enabled and self.chief and not state.evals:
             self.evaluate_now()  # the untrained baseline
             self.checkpointer.save(state)
-        if config.steps > state.step:
+        if config.steps > state.step and not self.clock.spent():
             if config.mining == "offline":
                 self.offline_loop()
             else:
@@ -113,25 +114,37 @@ class _Training:
             return None
         if self.state.evals and self.state.evals[-1]["step"] == self.state.step:
             return self.state.evals[-1]
-        return self.validator.evaluate(self.snapshots.at_step(self.state.step), self.state)
+        with self.clock.paused():  # validation is not training time
+            return self.validator.evaluate(self.snapshots.at_step(self.state.step), self.state)
 
     def fit(self, make_dataset, until_step: int) -> None:
-        """model.fit from state.step to until_step, one checkpoint per interval.
+        """model.fit from state.step to until_step, one checkpoint per interval, scoring the
+        held-out pairs every eval_every_steps; stops early when the time budget is spent.
 
         Each model.fit call starts a new iterator, so the dataset is made afresh for every call
         at the current data position (make_dataset() reads it from the state), never replayed.
         """
         config, state = self.config, self.state
-        callback = TrainingCallback(state, self.checkpointer, self.writer)
+        callback = TrainingCallback(state, self.checkpointer, self.writer,
+                                    stop_when=self.clock.spent)
         keras.utils.set_random_seed(config.seed * 1_000_003 + state.step)
-        while state.step < until_step and callback.diverged_at is None:
+        every = config.eval_every_steps
+        while (state.step < until_step and callback.diverged_at is None
+               and callback.stopped_at is None):
+            stop = min(until_step, (state.step // every + 1) * every) if every else until_step
             interval = config.checkpoint_every_steps
-            remaining = until_step - state.step
+            remaining = stop - state.step
             epochs, steps_per_epoch = remaining // interval, interval
             if epochs == 0:
                 epochs, steps_per_epoch = 1, remaining
             self.model.fit(make_dataset(), epochs=epochs, steps_per_epoch=steps_per_epoch,
                            shuffle=False, callbacks=[callback], verbose=self._verbose())
+            if every and state.step % every == 0 and callback.diverged_at is None:
+                self.evaluate_now()  # on the chief
+                self.checkpointer.save(state)  # every worker saves; the curve survives a kill
+        if callback.stopped_at is not None:
+            logger.info("time budget of %.0f s spent at step %d (--max_train_seconds)",
+                        config.max_train_seconds, state.step)
         if callback.diverged_at is not None:
             raise TrainingDiverged(
                 f"loss became NaN or Inf at step {callback.diverged_at}; training stopped. The "
@@ -173,17 +186,23 @@ class _Training:
                 # Double buffering: k+1 is mined by the weights at the start of k while k trains.
                 self.ensure_generation(miner, gen + 1, background=True)
             gen_dir = self.run_dir.generation(gen)
+            # Decoded once per generation, for every model.fit call (dataset) made on it.
+            images = triplet_data.generation_images(gen_dir,
+                                                    decoded_cache_mb=config.decoded_cache_mb)
 
-            def make_dataset(gen_dir=gen_dir, gen=gen):
+            def make_dataset(gen_dir=gen_dir, gen=gen, images=images):
                 return triplet_data.triplet_dataset(
                     gen_dir, self.preprocess, config.batch_size, seed=mining_seed(config, gen),
                     start_batch=state.data_position, shuffle_buffer=config.shuffle_buffer,
                     augment=AugmentConfig() if config.augment else None,
-                    decoded_cache_mb=config.decoded_cache_mb)
+                    decoded_cache_mb=config.decoded_cache_mb, images=images)
 
             logger.info("generation %d: steps %d..%d on %s", gen, state.step, gen_end, gen_dir)
             self.fit(make_dataset, gen_end)
             if state.step >= config.steps:
+                break
+            if self.clock.spent():
+                miner.wait(gen + 1)  # a background mining started for this generation's end
                 break
             self.evaluate_now()
             self.ensure_generation(miner, gen + 1)

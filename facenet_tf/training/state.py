@@ -1,8 +1,10 @@
 """Where a training run is: its TrainState, saved with the weights and optimizer by the
 Checkpointer, so that a killed run resumes exactly."""
 
+import contextlib
 import dataclasses
 import shutil
+import time
 
 import tensorflow as tf
 
@@ -21,8 +23,10 @@ class TrainState:
     step: optimizer steps done; generation: the triplet generation being trained on;
     generation_start: the step at which it started (data position = step - generation_start);
     checkpoint: the checkpoint holding weights and optimizer state for `step`;
-    history: one entry per checkpoint interval (step, generation, loss, statistics);
-    evals: verification results per generation; best: the best of them.
+    history: one entry per checkpoint interval (step, generation, its seconds of model.fit,
+    loss, statistics);
+    evals: verification results per generation; best: the best of them;
+    train_seconds: wall-clock seconds of training and mining so far (TrainClock).
     """
     step: int = 0
     generation: int = 0
@@ -31,10 +35,41 @@ class TrainState:
     history: list = dataclasses.field(default_factory=list)
     evals: list = dataclasses.field(default_factory=list)
     best: dict | None = None
+    train_seconds: float = 0.0
 
     @property
     def data_position(self) -> int:
         return self.step - self.generation_start
+
+
+class TrainClock:
+    """The wall-clock budget of a run (TrainConfig.max_train_seconds): accumulates the seconds
+    since it was made into state.train_seconds, except while paused (validation), so that a
+    resumed run goes on from the seconds its checkpoint recorded."""
+
+    def __init__(self, state: TrainState, limit: float | None):
+        self.state = state
+        self.limit = limit
+        self._since = time.monotonic()
+
+    def _update(self) -> None:
+        now = time.monotonic()
+        self.state.train_seconds += now - self._since
+        self._since = now
+
+    def spent(self) -> bool:
+        """True once the budget is used up (never without a limit)."""
+        self._update()
+        return self.limit is not None and self.state.train_seconds >= self.limit
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Seconds spent inside this block do not count."""
+        self._update()
+        try:
+            yield
+        finally:
+            self._since = time.monotonic()
 
 
 def read_state(run_dir: RunDir) -> TrainState | None:

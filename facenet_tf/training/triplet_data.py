@@ -58,35 +58,40 @@ def generation_images(generation_dir: str, manifest: dict | None = None,
                          "no images")
     if len(set(ids)) != len(ids):
         raise ValueError(f"{generation_dir}: image shards hold duplicate image ids")
-    keys = tf.constant(np.array(ids, dtype=object), tf.string)
+    # Image id -> row, then the row of constant tensors. (A StaticHashTable whose values are
+    # the images themselves is never freed in eager mode: every dataset made over one kept
+    # twice the generation's decoded pixels alive for the rest of the process.)
+    index = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(np.array(ids, dtype=object), tf.string),
+                                            tf.range(len(ids), dtype=tf.int64)),
+        default_value=-1)
 
-    def table(values, dtype, default):
-        initializer = tf.lookup.KeyValueTensorInitializer(keys, tf.constant(values, dtype))
-        return tf.lookup.StaticHashTable(initializer, default_value=default)
-
-    def checked(value, image_id):
-        found = tf.debugging.Assert(tf.strings.length(value) > 0, [
+    def row(image_id):
+        i = index.lookup(image_id)
+        found = tf.debugging.Assert(i >= 0, [
             "triplet record refers to image id", image_id,
             f"which the image shards of {generation_dir} do not hold"])
         with tf.control_dependencies([found]):
-            return tf.identity(value)
+            return tf.identity(i)
 
     if decoded_bytes > decoded_cache_mb * 2**20:
         # One decoding pass up front (pixels not kept), so a bad image is named here and not
         # met as a bare TF error somewhere in training.
         for _ in _decoded(generation_dir, ids, encoded):
             pass
-        stored = table(np.array(encoded, dtype=object), tf.string, "")
-        return lambda image_id: decode_image(checked(stored.lookup(image_id), image_id))
+        stored = tf.constant(np.array(encoded, dtype=object), tf.string)
+        return lambda image_id: decode_image(tf.gather(stored, row(image_id)))
 
     pixels = list(_decoded(generation_dir, ids, encoded))
-    raw = table(np.array([p.tobytes() for p in pixels], dtype=object), tf.string, "")
-    heights = table(np.array([p.shape[0] for p in pixels], np.int64), tf.int64, 0)
-    widths = table(np.array([p.shape[1] for p in pixels], np.int64), tf.int64, 0)
+    raw = tf.constant(np.array([p.tobytes() for p in pixels], dtype=object), tf.string)
+    heights = tf.constant(np.array([p.shape[0] for p in pixels], np.int64))
+    widths = tf.constant(np.array([p.shape[1] for p in pixels], np.int64))
+    del pixels
 
     def lookup(image_id):
-        flat = tf.io.decode_raw(checked(raw.lookup(image_id), image_id), tf.uint8)
-        return tf.reshape(flat, tf.stack([heights.lookup(image_id), widths.lookup(image_id), 3]))
+        i = row(image_id)
+        flat = tf.io.decode_raw(tf.gather(raw, i), tf.uint8)
+        return tf.reshape(flat, tf.stack([tf.gather(heights, i), tf.gather(widths, i), 3]))
 
     return lookup
 
@@ -110,20 +115,22 @@ def _decoded(generation_dir: str, ids, encoded):
 def triplet_dataset(generation_dir: str, preprocess: PreprocessConfig, batch_size: int,
                     seed: int, start_batch: int = 0, shuffle_buffer: int = 2048,
                     augment: aug.AugmentConfig | None = None,
-                    decoded_cache_mb: float = DEFAULT_DECODED_CACHE_MB) -> tf.data.Dataset:
+                    decoded_cache_mb: float = DEFAULT_DECODED_CACHE_MB,
+                    images=None) -> tf.data.Dataset:
     """Endless, seeded, shuffled batches (x [B, 3, H, W, 3] float32, dummy y [B]).
 
     The stream is a pure function of (generation, seed): `start_batch` resumes it exactly where
     a previous run stopped. With `augment`, each image's augmentation seed comes from its
     position in the stream, so resuming reproduces it too. `decoded_cache_mb`: see
-    generation_images.
+    generation_images; `images`: this generation's generation_images lookup, to reuse one
+    made before (the trainer makes a dataset for every model.fit call of a generation).
     """
     manifest = io_utils.read_manifest(generation_dir)
     files = generation_shards(generation_dir, manifest)
     if manifest.get("num_triplets") == 0:
         raise ValueError(f"{generation_dir}: the generation holds no triplets (no anchor-positive "
                          "pair found a negative under the mining rule); nothing to train on")
-    image_of = generation_images(generation_dir, manifest, decoded_cache_mb)
+    image_of = images or generation_images(generation_dir, manifest, decoded_cache_mb)
     ds = tf.data.TFRecordDataset(files)
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.enumerate().skip(int(start_batch) * int(batch_size))
