@@ -39,15 +39,9 @@ from experiments.protocol import (
     REPO_ROOT,
     dataset_counts,
     default_params,
-<<<<<<< HEAD
     existing_dir,
-    prepare_data,
-    publish_results,
-    stage,
-=======
     identity_subset,
     prepare_data,
->>>>>>> studies
 )
 from experiments.runs import COLLAPSE_RULE, Setting, recipe_settings, run_setting, summarise_row
 from facenet_tf import _cli
@@ -203,11 +197,6 @@ def main(argv):
               "wall_minutes": round((time.time() - started) / 60, 1),
               "run_info": runinfo.collect({f.name: f.value for f in
                                            FLAGS.get_key_flags_for_module(sys.argv[0])})}
-<<<<<<< HEAD
-    markdown = markdown_table(FLAGS.recipe, report)
-    base_path = os.path.join(work, f"results_{FLAGS.recipe}")
-    publish_results(base_path, report, markdown)
-=======
     report.update(studies.analysis(FLAGS.recipe, report))
     markdown = studies.markdown(FLAGS.recipe, report)
     results_dir = os.path.abspath(FLAGS.results_dir or work)
@@ -222,7 +211,6 @@ def main(argv):
         written.append(studies.PLOTS[FLAGS.recipe](
             report, os.path.join(plots_dir, f"lfw_dev_{FLAGS.recipe}.png")))
     print("\n" + markdown + "\nwrote " + ", ".join(written), flush=True)
->>>>>>> studies
 
 
 def _define_flags():
