@@ -63,6 +63,11 @@ def define_face_crop_flags(prefix: str = "Face crop") -> None:
         flags.FLAGS.register_key_flag_for_module(caller, flags.FLAGS[name])
 
 
+def count(n: int, noun: str) -> str:
+    """"1 photo", "2 photos": a count for a command's summary line."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def beam_flags_parser(argv):
     """For Beam jobs: absl parses the job's own flags and leaves every other argument (Beam's
     pipeline options, e.g. --runner) to PipelineOptions, unchanged."""

@@ -16,7 +16,7 @@ gallery's threshold and confidence fit (python -m facenet_tf.evaluate --identifi
 --fit_calibration FILE), for a model without a shipped one.
 """
 
-import json
+import os
 
 from absl import flags, logging
 
@@ -55,13 +55,13 @@ def main(argv):
             align=batch_embed.align_config_for(embedder, f.margin, f.align_method),
             batch_size=f.batch_size)
         for problem in report["problems"]:
-            logging.warning("%s (%s): %s%s", problem["photo"], problem["identity"],
-                            problem["status"].replace("_", " "),
-                            f": {problem['note']}" if problem["note"] else "")
-        print(f"{f.gallery}: {report['new']} new photos, {report['changed']} changed, "
-              f"{report['unchanged']} already enrolled; {report['faces_enrolled']} faces "
-              f"enrolled; {len(report['problems'])} photos with a problem (listed above and "
-              f"in the gallery's record)")
+            logging.warning("%s: %s", _shown(problem["photo"], f.input),
+                            problem["note"] or problem["status"].replace("_", " "))
+        print(f"{f.gallery}: {_cli.count(report['new'], 'new photo')}, {report['changed']} "
+              f"changed, {report['unchanged']} already enrolled; "
+              f"{_cli.count(report['faces_enrolled'], 'face')} enrolled; "
+              f"{_cli.count(len(report['problems']), 'photo')} with a problem (listed above and "
+              "in the gallery's record)")
         for name in report["people_without_faces"]:
             logging.warning("person %s: no usable face in %d photos; not enrolled", name,
                             len(people[name]))
@@ -71,6 +71,12 @@ def main(argv):
     _print_people(gallery)
     if not gallery.calibration.calibrated:
         print(gallery.calibration.note)
+
+
+def _shown(photo: str, folder: str) -> str:
+    """A photo's path relative to the enrolled folder when it is inside it."""
+    rel = os.path.relpath(photo, os.path.abspath(folder)) if "://" not in photo else photo
+    return photo if rel.startswith("..") else rel
 
 
 def _existing_model(path: str) -> str:
@@ -85,7 +91,7 @@ def _print_people(gallery) -> None:
     print(f"{gallery.path}: {len(people)} people, {len(gallery)} faces (model "
           f"{gallery.fingerprint})")
     for name, count in people.items():
-        print(f"  {name}: {count} face{'s' if count != 1 else ''}")
+        print(f"  {name}: {_cli.count(count, 'face')}")
 
 
 def _define_flags():

@@ -6,12 +6,13 @@
 Every face of every photo (MTCNN, aligned; --nodetect_faces: each file is a face crop) is
 compared with every enrolled person. A face is named after the nearest person when within
 the threshold (default: the one measured for the gallery's model, docs/recognition.md), else
-reported as unknown. --output writes a JSON list, one object per face: photo, face, box
-(x1, y1, x2, y2 pixels), identity (null when unknown), distance (squared L2 to the nearest
-person, by the gallery's rule), confidence (calibrated probability that the nearest person is
-right; null for a model without a calibration) and candidates (top_k {identity, distance},
-nearest first). --annotate DIR writes a copy of each photo with the boxes and names drawn.
-The gallery's own model is loaded (--model: another path to it, checked by fingerprint).
+reported as unknown. --output writes a JSON list, one object per face: photo, face (its rank
+in the photo), box (x1, y1, x2, y2 pixels), score (the detector's), identity (null when
+unknown), distance (squared L2 to the nearest person, by the gallery's rule), confidence
+(calibrated probability that the nearest person is right; null for a model without a
+calibration) and candidates (top_k {identity, distance}, nearest first). --annotate DIR
+writes a copy of each photo with the boxes and names drawn. The gallery's own model is
+loaded (--model: another path to it, checked by fingerprint).
 """
 
 import os
@@ -58,9 +59,9 @@ def main(argv):
     for s in result["skipped"]:
         logging.warning("skipped %s: %s", s["photo"], s["reason"])
     named = sum(face["identity"] is not None for face in faces)
-    print(f"{len(paths)} photos, {len(faces)} faces: {named} named, {len(faces) - named} "
-          f"unknown (threshold {result['threshold']:g}, rule {result['rule']}); "
-          f"{len(result['skipped'])} photos skipped")
+    print(f"{_cli.count(len(paths), 'photo')}, {_cli.count(len(faces), 'face')}: {named} "
+          f"named, {len(faces) - named} unknown (threshold {result['threshold']:g}, rule "
+          f"{result['rule']}); {_cli.count(len(result['skipped']), 'photo')} skipped")
     if gallery.calibration.note and not gallery.calibration.calibrated:
         print(gallery.calibration.note)
     if f.output:
@@ -68,7 +69,7 @@ def main(argv):
         print(f"wrote {f.output}")
     if f.annotate:
         written = gallery_lib.annotate_photos(faces, f.annotate, root, result["skipped"])
-        print(f"wrote {len(written)} annotated photos to {f.annotate}")
+        print(f"wrote {_cli.count(len(written), 'annotated photo')} to {f.annotate}")
 
 
 def _gallery_model(gallery) -> str:
@@ -83,7 +84,8 @@ def _gallery_model(gallery) -> str:
 def _line(face: dict, root) -> str:
     photo = os.path.relpath(face["photo"], root) if root else face["photo"]
     box = ",".join(f"{v:.0f}" for v in face["box"])
-    conf = "" if face["confidence"] is None else f"confidence {face['confidence']:.2f}, "
+    conf = ("" if face["confidence"] is None
+            else f"confidence {gallery_lib.percent(face['confidence'])}, ")
     if face["identity"] is not None:
         return (f"{photo} face {face['face']} [{box}]: {face['identity']} "
                 f"({conf}distance {face['distance']:.3f})")

@@ -258,8 +258,9 @@ def evaluate_identification_folder(embedder, images_root: str, *, gallery_size: 
     if plots_dir and "cmc" in result:
         tf.io.gfile.makedirs(plots_dir)
         result["cmc_plot"] = plots.cmc_png(result["cmc"], os.path.join(plots_dir, "cmc.png"),
-                                           title=f"CMC, {len(enrolled)} people enrolled "
-                                                 f"({gallery_size} image(s) each)")
+                                           title=f"CMC, {len(enrolled)} people enrolled, "
+                                                 f"{gallery_size} image"
+                                                 f"{'' if gallery_size == 1 else 's'} each")
     if output_json:
         io_utils.write_json_atomic(output_json, result)
     return result

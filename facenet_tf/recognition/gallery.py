@@ -618,7 +618,7 @@ def _embed_photos(embedder, detector, chunk: list, align, batch_size: int) -> li
         status, note = ENROLLED, ""
         if n > 1:
             box = ", ".join(f"{v:.0f}" for v in table.boxes[main[0]])
-            status, note = SEVERAL_FACES, f"{n} faces; enrolled the main one (box {box})"
+            status, note = SEVERAL_FACES, f"{n} faces found; enrolled the main one (box {box})"
         out.append(NewPhoto(key, digest, identity, status, n, note, table.embeddings[main],
                             table.boxes[main], table.scores[main]))
     return out
@@ -628,8 +628,9 @@ def identify_photos(gallery: Gallery, embedder, detector, paths, top_k: int = DE
                     threshold: float | None = None, align: AlignConfig | None = None,
                     batch_size: int = 64, index_kind: str = AUTO) -> dict:
     """Names every face of every photo (with a detector; None: each file is one face crop).
-    Returns {"faces": [one dict per face: photo, face (its rank in the photo), box, and
-    Gallery.identify's identity, distance, confidence, candidates], "skipped": [{photo,
+    Returns {"faces": [one dict per face: photo, face (its rank in the photo), box, score
+    (the detector's; None without one), and Gallery.identify's identity, distance,
+    confidence, candidates], "skipped": [{photo,
     reason}] (no face, unreadable), "threshold", "rule", "calibration_note"}."""
     gallery.check_model(embedder)
     paths = [os.fspath(p) for p in paths]
@@ -641,17 +642,19 @@ def identify_photos(gallery: Gallery, embedder, detector, paths, top_k: int = DE
                                       batch_size)
         skipped += [{"photo": path, "reason": reason} for path, reason in bad]
         photos, boxes, face_index = [g[0] for g in good], [g[1] for g in good], [0] * len(good)
+        scores = [None] * len(good)
     else:
         table = batch_embed.embed_photo_faces(embedder, detector, paths, paths,
                                               align or batch_embed.align_config_for(embedder),
                                               keep="all", batch_size=batch_size)
         photos, boxes, face_index, emb = (table.photos, table.boxes.tolist(),
                                           table.face_index.tolist(), table.embeddings)
+        scores = [round(float(v), 4) for v in table.scores]
         skipped = table.skipped
     answers = gallery.identify(emb, top_k, threshold, index_kind) if len(emb) else []
     faces = [{"photo": photo, "face": int(i), "box": [round(float(v), 1) for v in box],
-              **answer}
-             for photo, i, box, answer in zip(photos, face_index, boxes, answers)]
+              "score": score, **answer}
+             for photo, i, box, score, answer in zip(photos, face_index, boxes, scores, answers)]
     return {"faces": faces, "skipped": skipped,
             "threshold": calibration.threshold if threshold is None else float(threshold),
             "rule": calibration.rule, "calibration_note": calibration.note}
@@ -661,8 +664,13 @@ def face_label(face: dict) -> str:
     """The name drawn for a face: its identity (and confidence), or "unknown"."""
     name = face["identity"] if face["identity"] is not None else "unknown"
     if face["confidence"] is not None and face["identity"] is not None:
-        return f"{name} {face['confidence']:.0%}"
+        return f"{name} {percent(face['confidence'])}"
     return name
+
+
+def percent(p: float) -> str:
+    """A probability as a whole percentage that never rounds to a certainty."""
+    return ">99%" if p > 0.99 else "<1%" if p < 0.01 else f"{p:.0%}"
 
 
 def annotate_photos(faces: list, out_dir: str, root: str | None = None,

@@ -27,7 +27,7 @@ AUTO = "auto"
 # "auto": exact search up to this many faces, HNSW above (benchmarks/bench_gallery.py).
 EXACT_UP_TO = 20_000
 HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_CONSTRUCTION = 40
 HNSW_EF_SEARCH = 128
 IVF_NPROBE = 32
 # Training vectors per IVF list (FAISS warns below 39).

@@ -86,9 +86,10 @@ def test_enroll_then_identify(setup):
         ["person_00.png", "person_02.png", "stranger.png"]
     embedder = load_embedder(s["model"])
     for face in faces:
-        assert set(face) == {"photo", "face", "box", "identity", "distance", "confidence",
-                             "candidates"}
-        assert face["box"] == [0.0, 0.0, 32.0, 32.0] and face["confidence"] is None
+        assert set(face) == {"photo", "face", "box", "score", "identity", "distance",
+                             "confidence", "candidates"}
+        assert face["box"] == [0.0, 0.0, 32.0, 32.0]
+        assert face["confidence"] is None and face["score"] is None
         # Oracle: the nearest person by the default rule (the distance to the person's mean
         # face, scaled to unit length), from the enrolled files.
         q = embedder.embed_encoded([open(face["photo"], "rb").read()])

@@ -3,7 +3,6 @@ and a photo without a face, with the pretrained model and its shipped calibratio
 
 import os
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -11,6 +10,7 @@ from facenet_tf.detection import FaceDetector
 from facenet_tf.inference.embedders import load_embedder
 from facenet_tf.models import frozen_graph
 from facenet_tf.recognition import gallery as gallery_lib
+from tests.test_workflows_photos import _canvas  # faces pasted on a noise photo
 
 KNOWN = ("Aaron_Peirsol", "Adam_Sandler", "Colin_Powell")
 
@@ -21,17 +21,6 @@ def _photo(lfw_dir, name, i):
 
 def _face(lfw_dir, name, i):
     return Image.open(_photo(lfw_dir, name, i)).convert("RGB").crop((50, 40, 200, 210))
-
-
-def _canvas(faces_at, size=(640, 420), seed=0):
-    rng = np.random.RandomState(seed)
-    canvas = Image.fromarray(np.clip(rng.normal(120, 20, (size[1], size[0], 3)), 0, 255)
-                             .astype(np.uint8))
-    rects = []
-    for face, (x, y) in faces_at:
-        canvas.paste(face, (x, y))
-        rects.append((x, y, x + face.width, y + face.height))
-    return canvas, rects
 
 
 @pytest.mark.integration
