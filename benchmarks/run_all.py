@@ -27,6 +27,7 @@ BENCHMARKS = {
     "pretrained": "benchmarks.bench_pretrained",
     "tflite": "benchmarks.bench_tflite",
     "detection": "benchmarks.bench_detection",
+    "gallery": "benchmarks.bench_gallery",
 }
 
 

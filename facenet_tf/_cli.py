@@ -73,6 +73,11 @@ def _parse_flags(argv):
     return flags.FLAGS(argv)
 
 
+def count(n: int, noun: str) -> str:
+    """"1 photo", "2 photos": a count for a command's summary line."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def beam_flags_parser(argv):
     """For Beam jobs: absl parses the job's own flags and leaves every other argument (Beam's
     pipeline options, e.g. --runner) to PipelineOptions, unchanged."""

@@ -31,6 +31,8 @@ COMMANDS = {
     "facenet-demo": ("facenet_tf.demo:run", "heldout_identities"),
     "facenet-make-pairs": ("facenet_tf.make_pairs:run", "pairs_per_fold"),
     "facenet-align": ("beam_jobs.align_faces:run", "margin"),
+    "facenet-enroll": ("facenet_tf.enroll:run", "remove"),
+    "facenet-identify": ("facenet_tf.identify:run", "annotate"),
 }
 BIN_DIR = os.path.dirname(sys.executable)
 HELP_TIMEOUT_S = 300
