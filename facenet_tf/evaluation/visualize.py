@@ -118,3 +118,23 @@ def contact_sheet(path: str, rows, thumbnail_size: int = THUMBNAIL_SIZE,
     sheet.save(buffer, "PNG")
     io_utils.write_bytes_atomic(path, buffer.getvalue())
     return path
+
+
+def draw_boxes(path: str, pixels, boxes, labels, color: str = "lime") -> str:
+    """A copy of a photo (uint8 [H, W, 3]) with each box (x1, y1, x2, y2 pixels) outlined and
+    its label above it, written as JPEG to `path` (atomically); returns the path."""
+    picture = Image.fromarray(np.asarray(pixels, np.uint8))
+    draw = ImageDraw.Draw(picture)
+    width = max(2, round(max(picture.size) / 200))
+    for box, label in zip(boxes, labels):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        draw.rectangle((x1, y1, x2, y2), outline=color, width=width)
+        left, top, right, bottom = draw.textbbox((x1, y1), label)
+        y = max(0.0, y1 - (bottom - top) - 2 * width)
+        draw.rectangle((x1, y, x1 + right - left + 2 * width, y + bottom - top + 2 * width),
+                       fill=color)
+        draw.text((x1 + width, y + width - (top - y1)), label, fill="black")
+    buffer = io.BytesIO()
+    picture.save(buffer, "JPEG", quality=90)
+    io_utils.write_bytes_atomic(path, buffer.getvalue())
+    return path
