@@ -53,6 +53,8 @@ DATA_DIR_PREFIX = "data-"
 PHOTOS_PER_SHARD = 10_000
 _NAMESPACE = "index_faces"
 _REMOVED = "removed"
+# Photos whose faces are aligned and embedded together, while the detector runs on.
+EMBED_GROUP = 4
 # Manifest fields the previous generation must share for its rows to be reused.
 _REUSE_KEYS = ("model_fingerprint", "embedding_dim", "align", "detector")
 
@@ -157,38 +159,56 @@ class IndexBatch(beam.DoFn):
         digests = {rel: digest for rel, _, digest in todo}
         detected = iter_detections(self._detector, [data for _, data, _ in todo],
                                    names=[rel for rel, _, _ in todo], map_fn=self._io.map)
-        futures = []
+        futures, group = [], []
         while True:
             started = time.perf_counter()
             photo = next(detected, None)
             self._counters["detect_ms"].inc(beam_utils.ms_since(started))
+            if photo is not None:
+                group.append(photo)
+            if group and (photo is None or len(group) == EMBED_GROUP):
+                futures.append(self._embedding.submit(self._embed_group, group, digests))
+                group = []
             if photo is None:
                 break
-            futures.append(self._embedding.submit(self._embed, photo, digests[photo.name]))
         records = []
         for future in futures:
-            record, seconds = future.result()
+            group_records, seconds = future.result()
             # Beam counters count only on the bundle's own thread.
             for name, value in seconds.items():
                 self._counters[name].inc(int(round(1000 * value)))
-            self._counters["faces_embedded"].inc(len(record["faces"]))
-            records.append(record)
+            self._counters["faces_embedded"].inc(sum(len(r["faces"]) for r in group_records))
+            records += group_records
         return records
 
-    def _embed(self, photo, digest: str) -> tuple:
-        """(the record of one detected photo, its faces aligned and embedded; the seconds
-        spent aligning and embedding)."""
+    def _embed_group(self, photos: list, digests: dict) -> tuple:
+        """(the records of a few detected photos, their faces aligned and embedded; the
+        seconds spent aligning and embedding). With an embedder whose rows do not depend on
+        their batch, the group's faces are embedded in one call; else photo by photo, so that a
+        photo's embeddings never depend on which other photos share its batch (a re-run that
+        embeds only new photos then writes the rows a full run writes)."""
         started = time.perf_counter()
-        faces = align_detected(photo, self._align, keep="all")
+        aligned = [align_detected(photo, self._align, keep="all") for photo in photos]
         seconds = {"align_ms": time.perf_counter() - started}
+        started = time.perf_counter()
+        with_faces = [faces for faces in aligned if faces.kept]
+        if self._embedder.rows_independent and with_faces:
+            embeddings = np.split(self._embedder.embed_faces(
+                np.concatenate([faces.crops for faces in with_faces])),
+                np.cumsum([len(faces.kept) for faces in with_faces])[:-1])
+        else:
+            embeddings = [self._embedder.embed_faces(faces.crops) for faces in with_faces]
+        seconds["embed_ms"] = time.perf_counter() - started
+        by_name = dict(zip((faces.name for faces in with_faces), embeddings))
+        return [self._record(faces, digests[faces.name], by_name.get(faces.name))
+                for faces in aligned], seconds
+
+    def _record(self, faces, digest: str, embeddings) -> dict:
         if faces.error:
-            return _photo_record(faces.name, digest, tables.UNREADABLE, faces.error), seconds
+            return _photo_record(faces.name, digest, tables.UNREADABLE, faces.error)
         if not faces.kept:
             return _photo_record(faces.name, digest, tables.NO_FACE, "no face found",
-                                 faces.height, faces.width), seconds
-        started = time.perf_counter()
-        embeddings = self._embedder.embed_faces(faces.crops)
-        seconds["embed_ms"] = time.perf_counter() - started
+                                 faces.height, faces.width)
         rows = [{"photo": faces.name, "face": int(index),
                  "box": np.asarray(faces.detections.boxes[index], np.float32),
                  "score": float(faces.detections.scores[index]),
@@ -197,7 +217,7 @@ class IndexBatch(beam.DoFn):
                 for index, embedding in zip(faces.kept, embeddings)]
         record = _photo_record(faces.name, digest, tables.INDEXED, None, faces.height,
                                faces.width, num_faces=len(rows))
-        return {**record, "faces": rows}, seconds
+        return {**record, "faces": rows}
 
     def teardown(self):
         self._io.shutdown()

@@ -63,11 +63,12 @@ def _read_bytes(path: str) -> bytes:
 @dataclasses.dataclass
 class Collection:
     """An opened index: its directory and manifest, the face rows in index order (photo, face,
-    box, score, is_main; no embeddings) and the search index."""
+    box, score, is_main; no embeddings), the search index and each face's photo."""
     directory: str
     manifest: dict
     faces: pa.Table
     index: object
+    photos: list
 
     @property
     def data_dir(self) -> str:
@@ -95,7 +96,7 @@ def open_collection(directory: str) -> Collection:
     if index.ntotal != faces.num_rows:
         raise ValueError(f"{data_dir}: the search index holds {index.ntotal} faces, the "
                          f"tables {faces.num_rows}")
-    return Collection(directory, manifest, faces, index)
+    return Collection(directory, manifest, faces, index, faces.column("photo").to_pylist())
 
 
 def check_model(collection: Collection, embedder) -> None:
@@ -123,8 +124,7 @@ def nearest_photos(collection: Collection, query, top_k: int = 50,
         for distance, row in zip(distances[0], ids[0]):
             if row < 0 or (threshold is not None and distance > threshold):
                 break
-            photo = collection.faces.column("photo")[int(row)].as_py()
-            best.setdefault(photo, (float(distance), int(row)))
+            best.setdefault(collection.photos[row], (float(distance), int(row)))
         within = len(ids[0]) == 0 or threshold is None or distances[0][-1] <= threshold
         if len(best) >= top_k or wanted >= total or not within:
             break
