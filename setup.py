@@ -75,6 +75,8 @@ CONSOLE_SCRIPTS = [
     "facenet-align = beam_jobs.align_faces:run",
     "facenet-index = beam_jobs.index_faces:run",
     "facenet-search = facenet_tf.search:run",
+    "facenet-enroll = facenet_tf.enroll:run",
+    "facenet-identify = facenet_tf.identify:run",
 ]
 
 with open(os.path.join(HERE, "README.md")) as f:
@@ -88,7 +90,8 @@ setup(
     long_description=long_description,
     long_description_content_type="text/markdown",
     packages=find_packages(include=["facenet_tf", "facenet_tf.*", "beam_jobs", "beam_jobs.*"]),
-    package_data={"facenet_tf": ["datasets/orl_faces/README*", "datasets/orl_faces/images/*/*"]},
+    package_data={"facenet_tf": ["datasets/orl_faces/README*", "datasets/orl_faces/images/*/*",
+                                 "recognition/calibrations/*.json"]},
     # numpy 2.4, keras 3.15 and scikit-learn 1.9 need Python >= 3.11.
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,

@@ -28,6 +28,7 @@ BENCHMARKS = {
     "tflite": "benchmarks.bench_tflite",
     "detection": "benchmarks.bench_detection",
     "index": "benchmarks.bench_index",
+    "gallery": "benchmarks.bench_gallery",
 }
 
 

@@ -7,6 +7,10 @@
     faces = fn.find_faces(detector, ["a.jpg"])[0] # every face: box, score, aligned crop
     vectors = embedder.embed_faces(faces.crops)   # float32 [faces, 512], unit length
 
+    gallery = fn.open_gallery("people.gallery", embedder, create=True)
+    gallery.enroll_photos(embedder, detector, fn.people_in_folder("known/"))
+    gallery.identify(vectors)                     # who is each face? (or unknown)
+
 The names below are the public API; each is imported from its module on first use, so
 `import facenet_tf` stays light. The Keras pieces (triplet losses, triplet selection, P x K
 batches, distances) work for any embedding model, not only faces. Commands are the modules
@@ -34,6 +38,10 @@ _EXPORTS = {
     "PhotoFaces": "facenet_tf.detection.faces",
     # Uses of the embedding.
     "verify": "facenet_tf.recognition.workflows",
+    "open_gallery": "facenet_tf.recognition.gallery",
+    "Gallery": "facenet_tf.recognition.gallery",
+    "people_in_folder": "facenet_tf.recognition.gallery",
+    "identify_photos": "facenet_tf.recognition.gallery",
     "agglomerative_clusters": "facenet_tf.evaluation.clustering",
     "evaluate_pairs_file": "facenet_tf.evaluation.protocols",
     "evaluate_pairs": "facenet_tf.evaluation.verification",

@@ -4,10 +4,16 @@
       [--output_json F] [--plots_dir D] [--flip] [--skip_missing] [--crop_fraction 0.52 ...]
   python -m facenet_tf.evaluate --model DIR --identity_folder ROOT [--output_json F] \
       [--projector_dir D]   # then: tensorboard --logdir D, tab Projector
+  python -m facenet_tf.evaluate --model DIR --identification ROOT [--gallery_size K] \
+      [--distractors DIR] [--plots_dir D] [--fit_calibration F]
 
 --model is a SavedModel from facenet_tf.export (or a .keras or .tflite file); crop/preprocessing
 flags override the preprocessing stored with the model. --align detects each image's main face
 (MTCNN) and aligns it before embedding: raw photos, such as LFW's, give the aligned figure. The protocols: facenet_tf.evaluation.protocols.
+--identification: a gallery of the first K images of each identity, the other images as
+probes, the one-image identities (or --distractors) as strangers: rank-1, rank-5, CMC
+(--plots_dir), DIR at FAR 1% and 0.1% (facenet_tf.evaluation.identification), decided as a
+gallery decides for this model (its calibration).
 """
 
 import json
@@ -18,6 +24,7 @@ from facenet_tf import _cli
 from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data import preprocess as pp
 from facenet_tf.detection.detector import FaceDetector
+from facenet_tf.evaluation.identification import evaluate_identification_folder
 from facenet_tf.evaluation.protocols import (
     evaluate_identity_folder,
     evaluate_pairs_file,
@@ -25,6 +32,7 @@ from facenet_tf.evaluation.protocols import (
 )
 from facenet_tf.inference import batch_embed
 from facenet_tf.inference.embedders import load_embedder
+from facenet_tf.recognition.calibration import Calibration, write_calibration
 
 
 def main(argv):
@@ -48,8 +56,20 @@ def main(argv):
                                           projector_dir=f.projector_dir,
                                           batch_size=f.batch_size, output_json=f.output_json,
                                           distance_threshold=f.cluster_threshold)
+    elif f.identification:
+        result = evaluate_identification_folder(
+            embedder, f.identification, gallery_size=f.gallery_size,
+            distractors_root=f.distractors, detector=FaceDetector() if f.align else None,
+            align=batch_embed.align_config_for(embedder, f.margin, f.align_method),
+            batch_size=f.batch_size, flip=f.flip, plots_dir=f.plots_dir,
+            output_json=f.output_json,
+            fit_calibration_far=f.calibration_far if f.fit_calibration else None)
+        if f.fit_calibration:
+            write_calibration(f.fit_calibration,
+                              Calibration.from_dict(result["fitted_calibration"]))
     else:
-        raise flags.ValidationError("give --pairs and --images, or --identity_folder")
+        raise flags.ValidationError("give --pairs and --images, --identity_folder, or "
+                                    "--identification")
     print(json.dumps(result, indent=2, sort_keys=True, default=lambda v: v.tolist()))
 
 
@@ -62,9 +82,22 @@ def _define_flags():
                         "projector log of the faces here (tensorboard --logdir DIR).")
     flags.DEFINE_string("identity_folder", None, "Identity-per-folder dataset for retrieval "
                         "and clustering metrics (instead of --pairs).")
+    flags.DEFINE_string("identification", None, "Identity-per-folder dataset for "
+                        "identification metrics against a gallery (instead of --pairs).")
+    flags.DEFINE_integer("gallery_size", 1, "With --identification: images of each identity "
+                         "enrolled (the first ones); the others are probes.")
+    flags.DEFINE_string("distractors", None, "With --identification: a folder of strangers' "
+                        "images (default: the identities with one image).")
+    flags.DEFINE_string("fit_calibration", None, "With --identification: fit a gallery "
+                        "calibration (threshold, confidence) on this set and write it here "
+                        "(for facenet_tf.enroll --calibration).")
+    flags.DEFINE_float("calibration_far", 0.01, "With --fit_calibration: the threshold names "
+                       "this fraction of the strangers.")
     flags.DEFINE_string("output_json", None, "Write the metrics here too.")
-    flags.DEFINE_string("plots_dir", None, "Write roc.png and distance_histogram.png here.")
-    flags.DEFINE_bool("align", False, "With --pairs: detect and align each image's main face "
+    flags.DEFINE_string("plots_dir", None, "Write roc.png and distance_histogram.png here "
+                        "(--identification: cmc.png).")
+    flags.DEFINE_bool("align", False, "With --pairs or --identification: detect and align "
+                      "each image's main face "
                       "(MTCNN) before embedding it; for raw photos.")
     _cli.define_face_crop_flags("With --align, the face crop")
     flags.DEFINE_bool("flip", False, "Average each embedding with its mirror image's.")

@@ -33,6 +33,8 @@ COMMANDS = {
     "facenet-align": ("beam_jobs.align_faces:run", "margin"),
     "facenet-index": ("beam_jobs.index_faces:run", "full_rebuild"),
     "facenet-search": ("facenet_tf.search:run", "top_k"),
+    "facenet-enroll": ("facenet_tf.enroll:run", "remove"),
+    "facenet-identify": ("facenet_tf.identify:run", "annotate"),
 }
 BIN_DIR = os.path.dirname(sys.executable)
 HELP_TIMEOUT_S = 300

@@ -5,6 +5,7 @@ import io
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn import metrics as skmetrics
 
 from facenet_tf.common import io_utils
@@ -52,4 +53,22 @@ def distance_histogram_png(distances, issame, path: str, threshold: float | None
     ax.set_ylabel("pairs")
     ax.set_title(title)
     ax.legend()
+    return _save(fig, path)
+
+
+def cmc_png(cmc, path: str, title: str = "CMC") -> str:
+    """The cumulative match characteristic (identification rate at rank 1..K) as a PNG."""
+    cmc = np.asarray(cmc, dtype=np.float64)
+    ranks = np.arange(1, cmc.size + 1)
+    fig = Figure(figsize=(5, 4))
+    ax = fig.add_subplot()
+    ax.plot(ranks, cmc, marker="o", markersize=3, label=f"rank-1 {cmc[0]:.2%}")
+    ax.set_xlim(1, max(2, cmc.size))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(max(0.0, float(cmc.min()) - 0.02) if cmc.size else 0.0, 1.002)
+    ax.set_xlabel("rank")
+    ax.set_ylabel("identification rate")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
     return _save(fig, path)

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 from tensorboard.plugins import projector
 
 from facenet_tf.common import io_utils
@@ -120,21 +120,42 @@ def contact_sheet(path: str, rows, thumbnail_size: int = THUMBNAIL_SIZE,
     return path
 
 
-def draw_boxes(path: str, pixels, boxes, labels, color: str = "lime") -> str:
-    """A copy of a photo (uint8 [H, W, 3]) with each box (x1, y1, x2, y2 pixels) outlined and
-    its label above it, written as JPEG to `path` (atomically); returns the path."""
-    picture = Image.fromarray(np.asarray(pixels, np.uint8))
+# An annotated copy of a photo is drawn at least this many pixels on its shorter side (small
+# photos are enlarged first, so that names stay legible).
+ANNOTATE_MIN_SIDE = 480
+KNOWN_COLOUR = (20, 160, 60)
+UNKNOWN_COLOUR = (215, 40, 40)
+
+
+def annotate_photo(photo, faces, path: str) -> str:
+    """Writes a copy of a photo (encoded bytes or uint8 [H, W, 3]) with each face's box and
+    label drawn; faces: [(box (x1, y1, x2, y2) in the photo's pixels, label, known)]; known
+    faces are boxed in green, unknown ones in red. The format follows `path`'s extension."""
+    if isinstance(photo, (bytes, bytearray)):
+        picture = ImageOps.exif_transpose(Image.open(io.BytesIO(photo))).convert("RGB")
+    else:
+        picture = Image.fromarray(np.asarray(photo, np.uint8)).convert("RGB")
+    scale = max(1.0, ANNOTATE_MIN_SIDE / min(picture.size))
+    if scale > 1.0:
+        picture = picture.resize((round(picture.width * scale), round(picture.height * scale)),
+                                 Image.BICUBIC)
     draw = ImageDraw.Draw(picture)
-    width = max(2, round(max(picture.size) / 200))
-    for box, label in zip(boxes, labels):
-        x1, y1, x2, y2 = (float(v) for v in box)
-        draw.rectangle((x1, y1, x2, y2), outline=color, width=width)
-        left, top, right, bottom = draw.textbbox((x1, y1), label)
-        y = max(0.0, y1 - (bottom - top) - 2 * width)
-        draw.rectangle((x1, y, x1 + right - left + 2 * width, y + bottom - top + 2 * width),
-                       fill=color)
-        draw.text((x1 + width, y + width - (top - y1)), label, fill="black")
+    side = min(picture.size)
+    font = ImageFont.load_default(size=max(14, round(side / 28)))
+    line = max(2, round(side / 250))
+    pad = max(2, line)
+    for box, label, known in faces:
+        colour = KNOWN_COLOUR if known else UNKNOWN_COLOUR
+        x1, y1, x2, y2 = (float(v) * scale for v in box)
+        draw.rectangle([x1, y1, x2, y2], outline=colour, width=line)
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        w, h = right - left + 2 * pad, bottom - top + 2 * pad
+        tx = min(max(0.0, x1 - line / 2), max(0.0, picture.width - w))
+        ty = y1 - h if y1 - h >= 0 else min(y2, picture.height - h)  # above, else below
+        draw.rectangle([tx, ty, tx + w, ty + h], fill=colour)
+        draw.text((tx + pad - left, ty + pad - top), label, fill="white", font=font)
     buffer = io.BytesIO()
-    picture.save(buffer, "JPEG", quality=90)
+    jpeg = path.lower().endswith((".jpg", ".jpeg"))
+    picture.save(buffer, "JPEG" if jpeg else "PNG", **({"quality": 92} if jpeg else {}))
     io_utils.write_bytes_atomic(path, buffer.getvalue())
     return path

@@ -463,5 +463,5 @@ def format_summary(manifest: dict) -> str:
         lines.append("  ... (all are listed in manifest.json)")
     index = manifest["search_index"]
     lines.append(f"search index: {index['kind']}, {index['num_vectors']} faces "
-                 f"({manifest['data_dir']}/{index['file']})")
+                 f"({manifest['data_dir']}/)")
     return "\n".join(lines)

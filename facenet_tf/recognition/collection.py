@@ -8,17 +8,16 @@ for the nearest faces (squared L2), keeps each photo's nearest face and ranks th
 import dataclasses
 import os
 
-import faiss
 import numpy as np
 import pyarrow as pa
 import tensorflow as tf
 
 from facenet_tf.common import io_utils
 from facenet_tf.data import face_tables as tables
-from facenet_tf.data.images import decode_rgb
 from facenet_tf.detection.align import AlignConfig
 from facenet_tf.detection.faces import find_faces
-from facenet_tf.evaluation.visualize import draw_boxes
+from facenet_tf.evaluation.visualize import annotate_photo
+from facenet_tf.recognition.index import FaceIndex
 
 SEARCH_INDEX_FILE = "search.faiss"
 # A search first asks the index for this many faces per photo wanted, then for twice as many
@@ -32,27 +31,23 @@ class NoFaceError(ValueError):
 
 def build_search_index(data_dir: str, face_shards: list) -> dict:
     """Builds the search index over the embeddings of the face shards (names in data_dir), in
-    shard order, and writes it to data_dir; returns its manifest entry.
+    shard order, with the gallery's FaceIndex (facenet_tf.recognition.index: exact up to
+    index.EXACT_UP_TO faces, HNSW above), writes it to data_dir when it has a file, and returns
+    its manifest entry."""
+    index = FaceIndex.build(_embeddings(data_dir, face_shards))
+    data = index.to_bytes()
+    if data:
+        io_utils.write_bytes_atomic(os.path.join(data_dir, SEARCH_INDEX_FILE), data)
+    return {"kind": index.kind, "engine": "facenet_tf.recognition.index.FaceIndex",
+            "metric": "squared_l2", "file": SEARCH_INDEX_FILE if data else None,
+            "num_vectors": len(index)}
 
-    Exact search (FAISS IndexFlatL2, squared L2) for now: the one place to switch to the
-    gallery's index (exact below a size, HNSW above) once facenet_tf.recognition.index lands.
-    """
+
+def _embeddings(data_dir: str, face_shards: list) -> np.ndarray:
+    """float32 [faces, D]: the embedding column of the face shards, in shard order."""
     columns = [tables.read_table(os.path.join(data_dir, name), ["embedding"]).column(0)
                for name in face_shards]
-    dim = columns[0].type.list_size
-    embeddings = np.concatenate([tables.fixed_list_array(c) for c in columns]) if columns \
-        else np.zeros((0, dim), np.float32)
-    index = faiss.IndexFlatL2(dim)
-    index.add(np.ascontiguousarray(embeddings, np.float32))
-    io_utils.write_bytes_atomic(os.path.join(data_dir, SEARCH_INDEX_FILE),
-                                faiss.serialize_index(index).tobytes())
-    return {"kind": "exact", "engine": f"faiss {faiss.__version__} IndexFlatL2",
-            "metric": "squared_l2", "file": SEARCH_INDEX_FILE, "num_vectors": int(index.ntotal)}
-
-
-def _load_search_index(data_dir: str, entry: dict):
-    data = _read_bytes(os.path.join(data_dir, entry["file"]))
-    return faiss.deserialize_index(np.frombuffer(data, np.uint8))
+    return np.concatenate([tables.fixed_list_array(c) for c in columns])
 
 
 def _read_bytes(path: str) -> bytes:
@@ -89,13 +84,16 @@ def open_collection(directory: str) -> Collection:
         raise ValueError(f"{directory}: not a face index (format {manifest.get('format')!r}); "
                          "make one with beam_jobs.index_faces")
     data_dir = os.path.join(directory, manifest["data_dir"])
-    shards = [tables.read_table(os.path.join(data_dir, name), tables.FACE_METADATA_COLUMNS)
-              for name in manifest["shards"][tables.FACES]]
-    faces = pa.concat_tables(shards)
-    index = _load_search_index(data_dir, manifest["search_index"])
-    if index.ntotal != faces.num_rows:
-        raise ValueError(f"{data_dir}: the search index holds {index.ntotal} faces, the "
-                         f"tables {faces.num_rows}")
+    shards = manifest["shards"][tables.FACES]
+    faces = pa.concat_tables([
+        tables.read_table(os.path.join(data_dir, name), tables.FACE_METADATA_COLUMNS)
+        for name in shards])
+    entry = manifest["search_index"]
+    data = _read_bytes(os.path.join(data_dir, entry["file"])) if entry["file"] else b""
+    try:
+        index = FaceIndex.from_bytes(entry["kind"], data, _embeddings(data_dir, shards))
+    except ValueError as e:
+        raise ValueError(f"{data_dir}: search index {entry['file']}: {e}") from None
     return Collection(directory, manifest, faces, index, faces.column("photo").to_pylist())
 
 
@@ -115,17 +113,17 @@ def nearest_photos(collection: Collection, query, top_k: int = 50,
     [{"rank", "photo", "face", "box", "score", "distance"}]."""
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k!r}")
-    total = collection.index.ntotal
-    query = np.ascontiguousarray(np.reshape(query, (1, -1)), np.float32)
+    total = len(collection.index)
+    query = np.reshape(np.asarray(query, np.float32), (1, -1))
     wanted = min(total, top_k * _FACES_PER_PHOTO)
     while True:
-        distances, ids = collection.index.search(query, wanted) if wanted else ([[]], [[]])
+        distances, rows = collection.index.search(query, wanted)
         best = {}
-        for distance, row in zip(distances[0], ids[0]):
+        for distance, row in zip(distances[0], rows[0]):
             if row < 0 or (threshold is not None and distance > threshold):
                 break
             best.setdefault(collection.photos[row], (float(distance), int(row)))
-        within = len(ids[0]) == 0 or threshold is None or distances[0][-1] <= threshold
+        within = wanted == 0 or threshold is None or distances[0][-1] <= threshold
         if len(best) >= top_k or wanted >= total or not within:
             break
         wanted = min(total, wanted * 2)
@@ -166,20 +164,17 @@ def search_photo(collection: Collection, embedder, detector, photo: str, top_k: 
 
 
 def annotate(collection: Collection, result: dict, out_dir: str) -> list:
-    """Copies of the query photo and of each matched photo with the face outlined and labelled
+    """Copies of the query photo and of each matched photo with the face boxed and labelled
     (rank and distance), as JPEGs in out_dir: query.jpg, then 001_<photo>.jpg, ...; returns
     the paths written."""
     tf.io.gfile.makedirs(out_dir)
-    written = [draw_boxes(os.path.join(out_dir, "query.jpg"), _pixels(result["query"]),
-                          [result["query_face"]["box"]], ["query"], color="orange")]
+    written = [annotate_photo(_read_bytes(result["query"]),
+                              [(result["query_face"]["box"], "query", True)],
+                              os.path.join(out_dir, "query.jpg"))]
     for match in result["results"]:
-        name = match["photo"].replace("/", "__").replace(os.sep, "__")
-        path = os.path.join(out_dir, f"{match['rank']:03d}_{os.path.splitext(name)[0]}.jpg")
-        written.append(draw_boxes(path, _pixels(collection.photo_path(match["photo"])),
-                                  [match["box"]],
-                                  [f"#{match['rank']} d={match['distance']:.2f}"]))
+        name = os.path.splitext(match["photo"].replace("/", "__").replace(os.sep, "__"))[0]
+        written.append(annotate_photo(
+            _read_bytes(collection.photo_path(match["photo"])),
+            [(match["box"], f"#{match['rank']} d={match['distance']:.2f}", True)],
+            os.path.join(out_dir, f"{match['rank']:03d}_{name}.jpg")))
     return written
-
-
-def _pixels(path: str) -> np.ndarray:
-    return decode_rgb(_read_bytes(path))

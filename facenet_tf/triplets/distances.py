@@ -34,10 +34,16 @@ def squared_l2(a, b) -> np.ndarray:
     return np.sum(np.square(a - b), axis=-1)
 
 
-def squared_l2_matrix(queries, references=None, dtype=np.float64) -> np.ndarray:
+def squared_l2_matrix(queries, references=None, dtype=np.float64,
+                      reference_sq_norms=None) -> np.ndarray:
     """Squared L2 distances [Q, R] between every query and every reference row (the queries
-    themselves when references is None), by the Gram expansion, never negative."""
+    themselves when references is None), by the Gram expansion, never negative.
+
+    reference_sq_norms: the references' squared norms [R], when the caller keeps them (a
+    search over a fixed set saves computing them again for every batch of queries)."""
     q = np.asarray(queries, dtype=dtype)
     r = q if references is None else np.asarray(references, dtype=dtype)
-    d = np.sum(q * q, axis=1)[:, None] + np.sum(r * r, axis=1)[None, :] - 2.0 * (q @ r.T)
+    r_sq = (np.sum(r * r, axis=1) if reference_sq_norms is None
+            else np.asarray(reference_sq_norms, dtype=dtype))
+    d = np.sum(q * q, axis=1)[:, None] + r_sq[None, :] - 2.0 * (q @ r.T)
     return np.maximum(d, 0.0)

@@ -16,6 +16,7 @@ from PIL import Image
 from facenet_tf.common import io_utils
 from facenet_tf.detection import FaceDetector
 from facenet_tf.detection.faces import find_faces
+from facenet_tf.evaluation import visualize
 from facenet_tf.inference.batch_embed import align_config_for
 from facenet_tf.inference.embedders import load_embedder
 from facenet_tf.pipelines import index_faces as job
@@ -220,11 +221,13 @@ def test_a_photo_search_finds_the_person_and_draws_the_matches(photos, indexed,
     written = collection_lib.annotate(collection, result, str(tmp_path / "annotated"))
     assert len(written) == 6 and os.path.basename(written[1]) == "001_p1__3.jpg"
     picture = np.asarray(Image.open(written[1]))
-    x1, y1, x2, y2 = (int(round(v)) for v in result["results"][0]["box"])
-    assert picture.shape[:2] == (112, 92)
+    scale = visualize.ANNOTATE_MIN_SIDE / 92  # small photos are drawn enlarged
+    assert picture.shape[:2] == (round(112 * scale), round(92 * scale))
+    x1, y1, x2, y2 = (int(round(v * scale)) for v in result["results"][0]["box"])
     assert x1 > 0
-    edge = picture[y1 + 20:min(y2, 112) - 3, x1 + 1].astype(int)
-    assert np.median(edge[:, 1] - edge[:, 0]) > 80  # the box's left edge, in green
+    rows = picture[y1 + 60:min(y2, picture.shape[0]) - 10].astype(int)
+    greenness = [np.median(rows[:, x, 1] - rows[:, x, 0]) for x in range(x1 - 3, x1 + 4)]
+    assert max(greenness) > 80  # the box's left edge, in green
     with pytest.raises(collection_lib.NoFaceError, match="noise.png"):
         collection_lib.search_photo(collection, embedder, FaceDetector(),
                                     os.path.join(photos, "misc", "noise.png"))

@@ -1,0 +1,198 @@
+"""Gallery search at scale: the approximate FAISS indexes of facenet_tf.recognition.index
+against exact search (the matrix product of facenet_tf.triplets.distances), at 10k, 100k and
+1M faces of 512-D pretrained FaceNet embeddings, in one run.
+
+The faces: every lfw_dev photo aligned and embedded by the pretrained model (the held-out
+protocol of experiments/protocol.py, embeddings cached by experiments.gallery_lfw_dev;
+FACENET_TF_LFW_DEV_WORK names the prepared directory, default runs/lfw_dev), 10,492 faces of
+4,786 people. QUERIES of them, of people with another photo, are the queries; the rest start
+the gallery, and seeded face-like filler brings it to each size. A filler person's centre is a
+random mixture (Dirichlet(1, 1, 1) weights) of three real faces of different people, scaled to
+unit length; each of its 1 + Poisson(2) faces is that centre plus the deviation of a real face
+from its own person's mean (real within-person variation, not isotropic noise), scaled to unit
+length. The notes report how close filler is to the real faces (nearest-neighbour distances),
+since random unit vectors in 512-D are all about 2 apart and unlike faces.
+
+Per size and index: recall@1 (the index's nearest face is exact search's, or as near), queries
+per second in one batch of QUERIES and one query per call, bytes per face of the index, and
+seconds to build it; ratios against exact search measured in the same run. The last row is
+the gallery's whole decision at 1M (HNSW shortlist of SHORTLIST faces, people scored exactly).
+The 1M gallery takes about 2 GB as float32 and each index is built once; run it alone, with
+`nice`.
+
+    nice python -m benchmarks.bench_gallery [--quick]      # --quick: 10k only
+"""
+
+import os
+import time
+
+import numpy as np
+
+from benchmarks import common
+from experiments import gallery_lfw_dev
+from experiments import protocol as lfw_protocol
+from facenet_tf.common import io_utils
+from facenet_tf.recognition import decision
+from facenet_tf.recognition import index as index_lib
+from facenet_tf.recognition.gallery import SHORTLIST_FACES
+
+SIZES = (10_000, 100_000, 1_000_000)
+QUICK_SIZES = (10_000,)
+KINDS = ("flat", "hnsw", "hnsw_sq8", "ivf_sq8")
+QUERIES = 1000
+ONE_AT_A_TIME = 200
+EXACT_ONE_AT_A_TIME = 50
+SEED = 0
+LFW_WORK_ENV = "FACENET_TF_LFW_DEV_WORK"
+RECALL_TARGET = 0.99
+SPEED_TARGET = 20.0
+
+
+def lfw_faces():
+    """(embeddings [N, 512], identities [N]) of every lfw_dev photo, pretrained model."""
+    work = os.environ.get(LFW_WORK_ENV) or os.path.join(lfw_protocol.REPO_ROOT, "runs",
+                                                        "lfw_dev")
+    prepared = os.path.join(work, "protocol.json")
+    params = (io_utils.read_json(prepared)["params"] if os.path.exists(prepared)
+              else lfw_protocol.default_params())
+    protocol = lfw_protocol.prepare_data(work, params)
+    data = gallery_lfw_dev.embed_protocol(work, protocol, "pretrained")
+    return data["embeddings"].astype(np.float32), data["labels"]
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def face_like_filler(real, labels, count: int, seed: int) -> np.ndarray:
+    """`count` synthetic faces (see the module doc): people mixed from three real faces,
+    each face their centre plus a real face's deviation from its person's mean."""
+    rng = np.random.RandomState(seed)
+    names, person = np.unique(labels, return_inverse=True)
+    sizes = np.bincount(person)
+    means = np.zeros((len(names), real.shape[1]))
+    np.add.at(means, person, real)
+    means /= sizes[:, None]
+    multi = sizes[person] >= 2
+    deviations = (real - means[person])[multi].astype(np.float32)
+    out, made = [], 0
+    while made < count:
+        n_people = max(1, (count - made) // 3)
+        picks = rng.randint(0, len(real), (n_people, 3))
+        weights = rng.dirichlet([1.0, 1.0, 1.0], n_people).astype(np.float32)
+        centres = _unit(np.einsum("pk,pkd->pd", weights, real[picks]))
+        faces_each = 1 + rng.poisson(2.0, n_people)
+        rows = np.repeat(centres, faces_each, axis=0)
+        dev = deviations[rng.randint(0, len(deviations), len(rows))]
+        out.append(_unit(rows + dev))
+        made += len(rows)
+    return np.concatenate(out)[:count]
+
+
+def _nn_distance(queries, base):
+    d, _ = index_lib.FaceIndex.build(base, "exact").search(queries, 1)
+    return float(np.median(d[:, 0]))
+
+
+def _rate(fn, queries, one_at_a_time: int):
+    t0 = time.perf_counter()
+    batched = fn(queries)
+    batch_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for q in queries[:one_at_a_time]:
+        fn(q[None])
+    single_s = time.perf_counter() - t0
+    return batched, len(queries) / batch_s, one_at_a_time / single_s
+
+
+def run(quick: bool) -> list:
+    started = time.time()
+    real, labels = lfw_faces()
+    rng = np.random.RandomState(SEED)
+    _, person, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    candidates = np.flatnonzero(counts[person] >= 2)
+    query_rows = np.sort(rng.choice(candidates, QUERIES, replace=False))
+    queries = real[query_rows]
+    keep = np.ones(len(real), bool)
+    keep[query_rows] = False
+    base_real, base_labels = real[keep], labels[keep]
+    sizes = QUICK_SIZES if quick else SIZES
+    filler = face_like_filler(base_real, base_labels, max(sizes) - len(base_real), SEED)
+    probe = filler[:2000]
+    note_filler = (f"filler vs real: median NN distance of a real face to the other real "
+                   f"faces {_nn_distance(base_real[:2000], base_real[2000:]):.3f}, of a filler "
+                   f"face to the real faces {_nn_distance(probe, base_real):.3f}, of a real "
+                   f"face to 100k filler {_nn_distance(base_real[:2000], filler[:100_000]):.3f}")
+    print(note_filler, flush=True)
+    rows = []
+    for size in sizes:
+        gallery = np.concatenate([base_real, filler[:size - len(base_real)]])
+        exact = index_lib.FaceIndex.build(gallery, "exact")
+        (d_exact, r_exact), exact_batch, exact_single = _rate(
+            lambda q: exact.search(q, 10), queries, EXACT_ONE_AT_A_TIME)
+        rows.append({"benchmark": "gallery", "metric": f"exact queries/s at {size:,} faces",
+                     "value": round(exact_batch, 1), "baseline": None, "ratio": None,
+                     "target": None, "notes": f"one at a time {exact_single:.1f}/s; "
+                     f"{gallery.nbytes / len(gallery):.0f} bytes/face; distances."
+                     "squared_l2_matrix, numpy float32 BLAS"})
+        print(common.format_row(rows[-1]), flush=True)
+        for kind in KINDS:
+            t0 = time.perf_counter()
+            index = index_lib.FaceIndex.build(gallery, kind, seed=SEED)
+            build_s = time.perf_counter() - t0
+            (d, r), batch, single = _rate(lambda q: index.search(q, 10), queries,
+                                          ONE_AT_A_TIME)
+            # Found: the index's first face is as near as exact search's (ties count).
+            recall = float(np.mean(_true_distance(queries, gallery, r[:, 0])
+                                   <= d_exact[:, 0] + 1e-5))
+            rows.append({
+                "benchmark": "gallery", "metric": f"{kind} queries/s at {size:,} faces",
+                "value": round(batch, 1), "baseline": round(exact_batch, 1),
+                "ratio": round(batch / exact_batch, 2),
+                "target": f">= {SPEED_TARGET:g}x, recall@1 >= {RECALL_TARGET}"
+                          if size == 1_000_000 and kind.startswith("hnsw") else None,
+                "notes": f"recall@1 {recall:.4f}; one at a time {single:.0f}/s "
+                         f"({single / exact_single:.0f}x exact's {exact_single:.1f}/s); "
+                         f"{index.bytes_per_face():.0f} bytes/face; built in {build_s:.1f} s"
+                         + _params(kind, size)})
+            print(common.format_row(rows[-1]), flush=True)
+            if kind == "hnsw" and size == max(sizes):
+                rows.append(_decision_row(index, gallery, queries, size, exact_batch))
+                print(common.format_row(rows[-1]), flush=True)
+            del index
+    rows[0]["notes"] += f"; {note_filler}; run {time.time() - started:.0f} s"
+    return rows
+
+
+def _true_distance(queries, gallery, rows):
+    return np.sum((queries - gallery[rows]) ** 2, axis=1)
+
+
+def _params(kind, size):
+    if kind.startswith("hnsw"):
+        return (f"; M {index_lib.HNSW_M}, efConstruction {index_lib.HNSW_EF_CONSTRUCTION}, "
+                f"efSearch {index_lib.HNSW_EF_SEARCH}")
+    if kind == "ivf_sq8":
+        return f"; {index_lib.ivf_lists(size)} lists, nprobe {index_lib.IVF_NPROBE}"
+    return ""
+
+
+def _decision_row(index, gallery, queries, size, exact_batch):
+    """The gallery's decision (facenet_tf.recognition.gallery): shortlist + exact person
+    scores, faces grouped 3 to a person."""
+    people = decision.People.from_labels(np.arange(len(gallery)) // 3, gallery)
+
+    def decide(q):
+        _, rows = index.search(q, SHORTLIST_FACES)
+        return decision.candidate_distances(q, gallery, people, rows, decision.DEFAULT_RULE)
+
+    _, batch, single = _rate(decide, queries, ONE_AT_A_TIME)
+    return {"benchmark": "gallery", "metric": f"identify (hnsw shortlist + {decision."
+            f"DEFAULT_RULE}) queries/s at {size:,} faces", "value": round(batch, 1),
+            "baseline": round(exact_batch, 1), "ratio": round(batch / exact_batch, 2),
+            "target": None, "notes": f"one at a time {single:.0f}/s; {SHORTLIST_FACES} faces "
+            "shortlisted, their people scored exactly (3 faces a person)"}
+
+
+if __name__ == "__main__":
+    raise SystemExit(common.bench_main(run, __doc__, "10k faces only"))
