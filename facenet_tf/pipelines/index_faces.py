@@ -122,8 +122,7 @@ class IndexBatch(beam.DoFn):
         self._embedding = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="index_faces_embed")
         self._progress = progress(total=self._total, desc="indexing", unit="photos")
-        counter = lambda name: beam.metrics.Metrics.counter(_NAMESPACE, name)  # noqa: E731
-        self._counters = {name: counter(name) for name in (
+        self._counters = {name: beam.metrics.Metrics.counter(_NAMESPACE, name) for name in (
             "photos_embedded", "photos_reused", "faces_embedded", "read_ms", "detect_ms",
             "align_ms", "embed_ms", "batch_ms")}
 
