@@ -40,6 +40,8 @@ INSTALL_REQUIRES = [
     "tqdm>=4.70,<5",
     # .tflite models run on LiteRT (the runtime an app installs without TensorFlow).
     "ai-edge-litert>=2.3,<3",
+    # The tables of an indexed photo collection are Parquet files (apache-beam depends on it).
+    "pyarrow>=25.0,<26",
     # Vector search for galleries and photo indexes.
     "faiss-cpu>=1.15,<2",
     # The HTTP service.
@@ -71,6 +73,8 @@ CONSOLE_SCRIPTS = [
     "facenet-demo = facenet_tf.demo:run",
     "facenet-make-pairs = facenet_tf.make_pairs:run",
     "facenet-align = beam_jobs.align_faces:run",
+    "facenet-index = beam_jobs.index_faces:run",
+    "facenet-search = facenet_tf.search:run",
     "facenet-enroll = facenet_tf.enroll:run",
     "facenet-identify = facenet_tf.identify:run",
 ]

@@ -49,7 +49,6 @@ QUERIES = 1000
 ONE_AT_A_TIME = 200
 EXACT_ONE_AT_A_TIME = 50
 SEED = 0
-LFW_WORK_ENV = "FACENET_TF_LFW_DEV_WORK"
 FILLER_CHUNK = 100_000
 RECALL_TARGET = 0.99
 SPEED_TARGET = 20.0
@@ -57,7 +56,7 @@ SPEED_TARGET = 20.0
 
 def lfw_faces():
     """(embeddings [N, 512], identities [N]) of every lfw_dev photo, pretrained model."""
-    work = os.environ.get(LFW_WORK_ENV) or os.path.join(lfw_protocol.REPO_ROOT, "runs",
+    work = os.environ.get(lfw_protocol.LFW_WORK_ENV) or os.path.join(lfw_protocol.REPO_ROOT, "runs",
                                                         "lfw_dev")
     prepared = os.path.join(work, "protocol.json")
     params = (io_utils.read_json(prepared)["params"] if os.path.exists(prepared)

@@ -51,12 +51,11 @@ from benchmarks import common
 from experiments import protocol as lfw_protocol
 from facenet_tf import datasets
 from facenet_tf.data import pairs as pairs_lib
-from facenet_tf.data import preprocess as pp
 from facenet_tf.data.image_files import list_images, read_encoded
 from facenet_tf.data.splits import split_identities
 from facenet_tf.evaluation.protocols import evaluate_pairs_file
 from facenet_tf.inference.embedders import load_embedder, load_tflite_embedder
-from facenet_tf.models.frozen_graph import build_pretrained_model
+from facenet_tf.models.frozen_graph import PRETRAINED_CROP_PREPROCESS, build_pretrained_model
 from facenet_tf.pipelines.build_dataset import build_dataset
 from facenet_tf.serving import tflite, tflite_runtime
 from facenet_tf.serving.saved_model import export_saved_model
@@ -66,9 +65,6 @@ from facenet_tf.training.restore import restore_network
 
 NETWORKS = ("nns2", "nns1", "nn4", "pretrained")
 TRAIN_STEPS = {"nns2": 300, "nns1": 160, "nn4": 300, "pretrained": 0}
-# The pretrained model on aligned face crops: the whole crop, fixed standardisation.
-PRETRAINED_FACE_PREPROCESS = pp.PreprocessConfig((160, 160), crop_fraction=1.0,
-                                                 standardization="fixed")
 QUICK_NETWORKS = ("nns2",)
 QUICK_STEPS = 20
 VARIANTS = ("saved_model", "tflite_float32", "tflite_int8")
@@ -129,7 +125,7 @@ def _weights(name: str, steps: int, orl: dict, lfw: dict | None, work: str) -> t
     network trained `steps` steps, or the pretrained model as it is (calibrated on lfw_dev's
     training identities when that protocol is there, else on ORL's)."""
     if name == "pretrained":
-        return (build_pretrained_model(), PRETRAINED_FACE_PREPROCESS,
+        return (build_pretrained_model(), PRETRAINED_CROP_PREPROCESS,
                 (lfw or orl)["dataset"], 0.0)
     model_dir = os.path.join(work, f"run_{name}")
     train_s = _train(name, steps, orl["dataset"], model_dir)

@@ -27,6 +27,7 @@ BENCHMARKS = {
     "pretrained": "benchmarks.bench_pretrained",
     "tflite": "benchmarks.bench_tflite",
     "detection": "benchmarks.bench_detection",
+    "index": "benchmarks.bench_index",
     "gallery": "benchmarks.bench_gallery",
 }
 

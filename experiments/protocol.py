@@ -17,11 +17,10 @@ from facenet_tf.pipelines.align_faces import AlignJobConfig, align_faces
 from facenet_tf.pipelines.build_dataset import build_dataset
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
-# ../shared/data next to the checkout, or FACENET_TF_SHARED_DATA (as for the tests: a git
-# worktree elsewhere names it there).
-LFW_IMAGES = os.path.join(os.environ.get("FACENET_TF_SHARED_DATA",
-                                         os.path.join(os.path.dirname(REPO_ROOT), "shared",
-                                                      "data")), "lfw_dev", "images")
+# The shared data: beside the checkout, or where $FACENET_TF_SHARED_DATA says (as for the tests).
+SHARED_DATA = os.environ.get("FACENET_TF_SHARED_DATA",
+                             os.path.join(os.path.dirname(REPO_ROOT), "shared", "data"))
+LFW_IMAGES = os.path.join(SHARED_DATA, "lfw_dev", "images")
 # Names a prepared work directory that the benchmarks and experiments share.
 LFW_WORK_ENV = "FACENET_TF_LFW_DEV_WORK"
 

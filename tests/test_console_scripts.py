@@ -31,6 +31,8 @@ COMMANDS = {
     "facenet-demo": ("facenet_tf.demo:run", "heldout_identities"),
     "facenet-make-pairs": ("facenet_tf.make_pairs:run", "pairs_per_fold"),
     "facenet-align": ("beam_jobs.align_faces:run", "margin"),
+    "facenet-index": ("beam_jobs.index_faces:run", "full_rebuild"),
+    "facenet-search": ("facenet_tf.search:run", "top_k"),
     "facenet-enroll": ("facenet_tf.enroll:run", "remove"),
     "facenet-identify": ("facenet_tf.identify:run", "annotate"),
 }

@@ -34,11 +34,16 @@ PRETRAINED = "pretrained"
 class Embedder:
     """A loaded face model: embeds standardised pixels or encoded images into numpy arrays.
 
+    rows_independent: whether an image's embedding is the same, to the bit, whatever else is
+    in its batch (TensorFlow's CPU kernels: not always, by float rounding; LiteRT: yes).
+
     pixels_fn: float32 [B, H, W, 3] standardised pixels -> [B, D] embeddings. bytes_fn: the
     model's own in-graph decode + preprocess + embed (valid for `preprocess` only), if it has
     one. network: the Keras network when loaded from a `.keras` file (else None); keepalive: what
     must stay referenced while the functions are used (the loaded SavedModel).
     """
+
+    rows_independent = False
 
     def __init__(self, pixels_fn, preprocess: pp.PreprocessConfig, metadata: dict,
                  fingerprint: str, embedding_dim: int, bytes_fn=None, source: str = "",
@@ -223,6 +228,8 @@ class TFLiteEmbedder(Embedder):
     fingerprint is the source weights' for the float32 file (same embeddings as the
     SavedModel, to float rounding) and that plus "-int8" for the int8 file."""
 
+    rows_independent = True
+
     def __init__(self, lite: tflite_runtime.LiteRTEmbedder):
         self.lite = lite
         self.runner = lite.runner
@@ -231,7 +238,7 @@ class TFLiteEmbedder(Embedder):
         dim = lite.embedding_dim
 
         def pixels_fn(pixels):
-            out = tf.numpy_function(self.runner, [pixels], tf.float32, stateful=True)
+            out = tf.numpy_function(lite.embed_pixels, [pixels], tf.float32, stateful=True)
             out.set_shape([None, dim])
             return out
 

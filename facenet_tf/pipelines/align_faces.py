@@ -67,6 +67,15 @@ def list_photos(input_dir: str) -> list:
     return sorted(found)
 
 
+def read_photo(input_dir: str, rel: str):
+    """A photo's bytes, or the OSError/OpError that reading it raised."""
+    try:
+        with tf.io.gfile.GFile(os.path.join(input_dir, rel), "rb") as f:
+            return f.read()
+    except (OSError, tf.errors.OpError) as e:
+        return e
+
+
 class AlignBatch(beam.DoFn):
     """[relative photo paths] -> one record per photo; writes each aligned crop (PNG) under
     images_dir. The detector is loaded once per worker (setup). Within a batch, a few threads
@@ -93,7 +102,7 @@ class AlignBatch(beam.DoFn):
 
     def process(self, batch):
         started = time.perf_counter()
-        read = list(self._pool.map(self._read, batch))
+        read = list(self._pool.map(read_photo, [self._input_dir] * len(batch), batch))
         records = [{"image": rel, "status": UNREADABLE, "reason": f"cannot read file ({e})"}
                    for rel, e in zip(batch, read) if isinstance(e, Exception)]
         readable = [(rel, data) for rel, data in zip(batch, read) if isinstance(data, bytes)]
@@ -107,14 +116,6 @@ class AlignBatch(beam.DoFn):
         self._align_ms.inc(beam_utils.ms_since(started))
         self._progress.update(len(batch))
         yield from records
-
-    def _read(self, rel: str):
-        """The photo's bytes, or the OSError/OpError that reading it raised."""
-        try:
-            with tf.io.gfile.GFile(os.path.join(self._input_dir, rel), "rb") as f:
-                return f.read()
-        except (OSError, tf.errors.OpError) as e:
-            return e
 
     def _align_and_write(self, photo) -> dict:
         faces = align_detected(photo, self._align, keep="main")

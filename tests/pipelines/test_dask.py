@@ -16,8 +16,11 @@ import time
 import pytest
 
 from facenet_tf.pipelines.build_dataset import build_dataset
+from facenet_tf.pipelines.index_faces import IndexJobConfig, index_faces
 from facenet_tf.pipelines.mine_triplets import MiningConfig, mine_triplets
 from tests.conftest import REPO_ROOT, dask_address, make_tiny_embedding_model
+from tests.pipelines.conftest import save_tiny_model
+from tests.pipelines.test_index_faces import assert_same_shards, write_collection
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -148,3 +151,20 @@ def test_align_faces_on_dask_matches_in_process(faces, dask_cluster, tmp_path):
             want = f.read()
         with open(os.path.join(on_dask, "images", entry["output"]), "rb") as f:
             assert f.read() == want, entry["output"]
+
+
+def test_index_faces_on_dask_matches_in_process(dask_cluster, tmp_path):
+    """The photo index: both tables' shards, the search index and the manifest (its run
+    fields aside) are the same bytes on Dask as in-process."""
+    photos = write_collection(tmp_path / "photos")
+    model = save_tiny_model(tmp_path / "tiny.keras")
+    in_process = str(tmp_path / "in_process")
+    manifest = index_faces(IndexJobConfig(photos, model, in_process, batch_size=4,
+                                          num_shards=3))
+    assert manifest["num_faces"] > 0 and manifest["num_unreadable"] == 2
+    on_dask = str(tmp_path / "dask")
+    tasks = run_job_on_dask("beam_jobs.index_faces",
+                            ["--input_dir", photos, "--model", model, "--output_dir", on_dask,
+                             "--batch_size", "4", "--num_shards", "3"], dask_cluster)
+    assert_ran_on(tasks, dask_cluster)
+    assert_same_shards(in_process, on_dask)

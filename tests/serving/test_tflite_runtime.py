@@ -111,6 +111,20 @@ print(json.dumps(result))
         assert got["fingerprint"] == embedder.fingerprint
 
 
+def test_int8_embeddings_are_the_graphs_outputs_at_unit_length(tiny_export):
+    """The int8 graph's quantized L2 normalisation leaves norms off 1; the embedders return
+    its outputs re-normalised (float32 ones as they are)."""
+    _, out = tiny_export
+    pixels = np.random.RandomState(1).uniform(-1, 1, (5, 32, 32, 3)).astype(np.float32)
+    for variant in (tflite.INT8_FILE, tflite.FLOAT32_FILE):
+        raw = litert_one_image_at_a_time(os.path.join(out, variant), pixels)
+        if variant == tflite.INT8_FILE:
+            raw = np.stack([row / np.sqrt(sum(float(v) ** 2 for v in row)) for row in raw])
+        for embedder in (tflite_runtime.LiteRTEmbedder(os.path.join(out, variant)),
+                         load_tflite_embedder(os.path.join(out, variant))):
+            np.testing.assert_allclose(embedder.embed_pixels(pixels), raw, atol=1e-6)
+
+
 @pytest.mark.parametrize("num_threads", [1, 2])
 def test_runner_resizes_and_is_thread_safe(tiny_export, num_threads):
     """Batches of changing size from 4 threads at once through one runner: every caller gets
