@@ -73,6 +73,7 @@ CONSOLE_SCRIPTS = [
     "facenet-align = beam_jobs.align_faces:run",
     "facenet-enroll = facenet_tf.enroll:run",
     "facenet-identify = facenet_tf.identify:run",
+    "facenet-serve = facenet_tf.serve:run",
 ]
 
 with open(os.path.join(HERE, "README.md")) as f:
