@@ -28,6 +28,7 @@ BENCHMARKS = {
     "tflite": "benchmarks.bench_tflite",
     "detection": "benchmarks.bench_detection",
     "gallery": "benchmarks.bench_gallery",
+    "service": "benchmarks.bench_service",
 }
 
 

@@ -314,6 +314,7 @@ class HealthResponse(BaseModel):
     batches: int
     requests_batched: int
     largest_batch: int
+    model_busy_s: float
 
 
 def _body_doc(files: tuple, texts: tuple = (), raw: bool = False) -> dict:
@@ -429,11 +430,13 @@ def create_app(config: ServiceConfig, recognizer: Recognizer | None = None,
     @app.get("/healthz", response_model=HealthResponse)
     async def healthz():
         """Up and serving (no key needed): the gallery version, requests waiting for the
-        model, and the batcher's counts (requests_batched / batches is the mean batch)."""
+        model, and the batcher's counts since start (requests_batched / batches is the mean
+        batch; model_busy_s the seconds spent in model calls)."""
         r = app.state.recognizer
         stats = r.batcher.stats
         return {"status": "ok", "gallery_version": r.gallery.version,
                 "waiting": r.batcher.waiting, "batches": stats.batches,
-                "requests_batched": stats.items, "largest_batch": stats.largest}
+                "requests_batched": stats.items, "largest_batch": stats.largest,
+                "model_busy_s": round(stats.busy_s, 3)}
 
     return app

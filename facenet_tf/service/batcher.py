@@ -38,10 +38,12 @@ class _Pending:
 
 @dataclasses.dataclass
 class BatchStats:
-    """Counts since start: batches run, items in them, the largest batch."""
+    """Counts since start: batches run, items in them, the largest batch, and the seconds
+    spent in the batch function (busy_s / elapsed time is the model's utilisation)."""
     batches: int = 0
     items: int = 0
     largest: int = 0
+    busy_s: float = 0.0
 
     @property
     def mean_batch(self) -> float:
@@ -123,6 +125,7 @@ class MicroBatcher:
             if first is _STOP:
                 break
             batch, stop = self._collect(first)
+            started = time.perf_counter()
             try:
                 results = self._fn([p.item for p in batch])
                 if len(results) != len(batch):
@@ -131,6 +134,7 @@ class MicroBatcher:
             except Exception as e:  # noqa: BLE001 - every caller of the batch gets it
                 logger.exception("batch of %d failed", len(batch))
                 results = [e] * len(batch)
+            self.stats.busy_s += time.perf_counter() - started
             self.stats.batches += 1
             self.stats.items += len(batch)
             self.stats.largest = max(self.stats.largest, len(batch))
