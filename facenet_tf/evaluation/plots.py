@@ -5,6 +5,7 @@ import io
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn import metrics as skmetrics
 
 from facenet_tf.common import io_utils
@@ -63,7 +64,8 @@ def cmc_png(cmc, path: str, title: str = "CMC") -> str:
     ax = fig.add_subplot()
     ax.plot(ranks, cmc, marker="o", markersize=3, label=f"rank-1 {cmc[0]:.2%}")
     ax.set_xlim(1, max(2, cmc.size))
-    ax.set_ylim(min(0.8, float(cmc.min()) - 0.02) if cmc.size else 0, 1.005)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(max(0.0, float(cmc.min()) - 0.02) if cmc.size else 0.0, 1.002)
     ax.set_xlabel("rank")
     ax.set_ylabel("identification rate")
     ax.set_title(title)

@@ -19,7 +19,7 @@ from facenet_tf.triplets import distances
 
 RULES = ("nearest", "top2_mean", "centroid", "mean")
 # Measured on lfw_dev (experiments/gallery_lfw_dev.py, docs/recognition.md).
-DEFAULT_RULE = "top2_mean"
+DEFAULT_RULE = "centroid"
 # Entries of one exact distance matrix (queries x faces, float32): 128 MB.
 EXACT_CHUNK_ENTRIES = 1 << 25
 

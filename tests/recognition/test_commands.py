@@ -89,15 +89,16 @@ def test_enroll_then_identify(setup):
         assert set(face) == {"photo", "face", "box", "identity", "distance", "confidence",
                              "candidates"}
         assert face["box"] == [0.0, 0.0, 32.0, 32.0] and face["confidence"] is None
-        # Oracle: the nearest person by the default rule (top2_mean), from the enrolled files.
+        # Oracle: the nearest person by the default rule (the distance to the person's mean
+        # face, scaled to unit length), from the enrolled files.
         q = embedder.embed_encoded([open(face["photo"], "rb").read()])
         scores = []
         for person in ("person_00", "person_01", "person_02"):
             files = [os.path.join(s["known"], person, n) for n in ("img_000.png",
                                                                     "img_001.png")]
-            d = distances.squared_l2_matrix(q, embedder.embed_encoded(
-                [open(p, "rb").read() for p in files]))[0]
-            scores.append((float(np.sort(d)[:2].mean()), person))
+            mean = embedder.embed_encoded([open(p, "rb").read() for p in files]).sum(axis=0)
+            scores.append((float(distances.squared_l2(q, mean / np.linalg.norm(mean))[0]),
+                           person))
         scores.sort()
         assert [c["identity"] for c in face["candidates"]] == [n for _, n in scores[:2]]
         assert face["distance"] == pytest.approx(scores[0][0], abs=1e-5)
