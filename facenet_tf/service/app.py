@@ -77,64 +77,6 @@ def build_recognizer(config: ServiceConfig, warm_up: bool = True) -> Recognizer:
     return recognizer
 
 
-# ---- request size ----------------------------------------------------------------------
-class BodyTooLarge(HTTPException):
-    def __init__(self, limit: int):
-        super().__init__(413, f"request body over the limit of {limit:,} bytes")
-
-
-class BodyLimit:
-    """ASGI middleware: a request whose Content-Length is over `max_bytes` is answered 413
-    before its body is read; one without (chunked) is cut off with 413 once that many bytes
-    have arrived. uvicorn reads and drops the rest of the body, so the connection serves
-    its next request."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app = app
-        self.max_bytes = int(max_bytes)
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None:
-            if not length.isdigit():
-                return await _send_error(send, 400, "Content-Length is not a number")
-            if int(length) > self.max_bytes:
-                return await _send_error(send, 413, BodyTooLarge(self.max_bytes).detail)
-        received = 0
-        started = False
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
-            return message
-
-        async def tracked_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracked_send)
-        except BodyTooLarge as e:  # raised where no exception handler turned it into a reply
-            if started:
-                raise
-            await _send_error(send, 413, e.detail)
-
-
-async def _send_error(send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
 # ---- the request body ------------------------------------------------------------------
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -357,11 +299,13 @@ def create_app(config: ServiceConfig, recognizer: Recognizer | None = None,
         finally:
             await run_in_threadpool(app.state.recognizer.stop)
 
+    # max_body_size: 413 for a Content-Length over it, before the body is read, and for a
+    # chunked body once that many bytes have come (uvicorn drops the rest of the body).
     app = FastAPI(title="facenet_tf service", lifespan=lifespan,
                   summary="Names the faces of photos against a gallery of known people.",
-                  description=(__doc__ or "").split("\n\n", 2)[2])
+                  description=(__doc__ or "").split("\n\n", 2)[2],
+                  max_body_size=config.max_request_bytes)
     app.state.config, app.state.keys, app.state.recognizer = config, keys, recognizer
-    app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes)
 
     @app.exception_handler(UploadError)
     async def upload_error(request: Request, e: UploadError):

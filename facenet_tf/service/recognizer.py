@@ -185,7 +185,7 @@ class Recognizer:
             try:
                 if job.kind == IDENTIFY:
                     results.append(self._identify_result(gallery, job, rows[0], faces,
-                                                         answers[j]))
+                                                         answers.get(j, [])))
                 elif job.kind == VERIFY:
                     results.append(self._verify_result(job, rows, faces, embeddings))
                 else:
@@ -243,7 +243,7 @@ class Recognizer:
         calibration = gallery.calibration
         out = [{"photo": photo.name, "face": faces[r].index,
                 "box": [round(float(v), 1) for v in faces[r].box], **answer}
-               for r, answer in zip(rows, answers or [])]
+               for r, answer in zip(rows, answers)]
         return {"faces": out, "gallery_version": gallery.version,
                 "threshold": calibration.threshold if job.threshold is None
                 else float(job.threshold), "rule": calibration.rule}

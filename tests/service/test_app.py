@@ -18,6 +18,8 @@ from facenet_tf.inference import batch_embed
 from facenet_tf.recognition import gallery as gallery_lib
 from facenet_tf.service.app import create_app
 from facenet_tf.service.config import ServiceConfig
+from facenet_tf.service.recognizer import IDENTIFY, Job
+from facenet_tf.service.uploads import ImageLimits, validate_photo
 from tests.service.conftest import ADMIN, PEOPLE, THRESHOLD, USER, copy_gallery, read
 
 
@@ -30,16 +32,28 @@ def service(world, tmp_path_factory):
         yield client, gallery
 
 
-def _oracle(world, probe_path, threshold=THRESHOLD):
-    """(identity or None, [(person, distance)] nearest first) by a plain loop: every enrolled
-    face embedded on its own, each person scored by the mean of its two smallest distances."""
+def _person_distance(q, faces, rule):
+    """A person's distance to face q under a decision rule, as the rules are defined
+    (facenet_tf.recognition.decision's docstring), by plain loops."""
+    ds = sorted(float(np.sum((q - f) ** 2)) for f in faces)
+    if rule == "nearest":
+        return ds[0]
+    if rule == "top2_mean":
+        return sum(ds[:2]) / len(ds[:2])
+    if rule == "mean":
+        return sum(ds) / len(ds)
+    assert rule == "centroid", rule
+    c = np.sum(faces, axis=0)
+    return float(np.sum((q - c / np.linalg.norm(c)) ** 2))
+
+
+def _oracle(world, probe_path, rule, threshold=THRESHOLD):
+    """(identity or None, [(person, distance)] nearest first) by a plain loop over every
+    enrolled face, each embedded on its own."""
     embed = world["embed"]
     q = embed(probe_path)
-    scores = []
-    for person, paths in world["known"].items():
-        ds = sorted(float(np.sum((q - embed(p)) ** 2)) for p in paths)
-        scores.append((person, sum(ds[:2]) / len(ds[:2])))
-    scores.sort(key=lambda s: s[1])
+    scores = sorted(((person, _person_distance(q, [embed(p) for p in paths], rule))
+                     for person, paths in world["known"].items()), key=lambda s: s[1])
     return (scores[0][0] if scores[0][1] <= threshold else None), scores
 
 
@@ -64,7 +78,7 @@ def test_identify_answers_as_a_loop_over_the_enrolled_faces(service, world, enco
         response = client.post("/v1/identify?top_k=2", headers=headers, **kwargs)
         assert response.status_code == 200, response.text
         (face,) = response.json()["faces"]
-        identity, scores = _oracle(world, probe)
+        identity, scores = _oracle(world, probe, response.json()["rule"])
         assert face["identity"] == identity
         assert [c["identity"] for c in face["candidates"]] == [p for p, _ in scores[:2]]
         np.testing.assert_allclose([c["distance"] for c in face["candidates"]],
@@ -77,7 +91,7 @@ def test_identify_answers_as_a_loop_over_the_enrolled_faces(service, world, enco
                            **_as_multipart(probe))
     (face,) = response.json()["faces"]
     assert face["identity"] is None and face["candidates"][0]["identity"] == \
-        _oracle(world, probe)[1][0][0]
+        _oracle(world, probe, response.json()["rule"])[1][0][0]
 
 
 def test_identify_gives_the_identify_commands_json(service, world):
@@ -195,7 +209,7 @@ def test_malformed_requests_get_a_4xx_and_the_service_keeps_serving(service, wor
                            "truncated"),
         "50 MB body": (identify(content=b"\xff" * (50 << 20),
                                 headers={**USER, "Content-Type": "image/jpeg"}), 413,
-                       "over the limit"),
+                       "Content Too Large"),
         "wrong content type": (identify(content=good, headers={**USER,
                                                                  "Content-Type": "text/plain"}),
                                415, "text/plain"),
@@ -281,6 +295,15 @@ def test_photos_with_several_faces_and_none_through_the_detector(world, tmp_path
                 ("/v1/enroll", {"photo": ("b.png", blank)}, {"name": "nobody"})):
             response = client.post(endpoint, headers=ADMIN, files=files, data=data)
             assert response.status_code == 422 and "no face found" in response.text
+        response = client.post("/v1/identify", headers=USER, files={"photo": ("b.png", blank)})
+        assert response.status_code == 200 and response.json()["faces"] == []
+        # One batch of a photo without a face and one with faces: each gets its own.
+        recognizer = client.app.state.recognizer
+        jobs = [Job(IDENTIFY, (validate_photo(data, "photo", ImageLimits()),))
+                for data in (blank, read(pair_path))]
+        empty, full = recognizer.run_batch(jobs)
+        assert empty["faces"] == [] and [f["identity"] for f in full["faces"]] == \
+            [f["identity"] for f in got]
         response = client.post("/v1/enroll", headers=ADMIN, data={"name": "colin"},
                                files={"photo": ("pair.png", read(pair_path))})
         assert response.status_code == 200, response.text
