@@ -1,6 +1,7 @@
 """A closed-loop load test of the service: N clients, each on its own keep-alive connection,
 send one request after another for a fixed time; every latency and every non-2xx answer is
-recorded, and the server's resident memory is sampled from /proc. Standard library only.
+recorded, and the server's resident memory is sampled and its CPU time read from /proc.
+Standard library and NumPy only.
 
     result = run_load("127.0.0.1", port, [("POST", "/v1/identify", body, headers)],
                       clients=8, duration_s=60, server_pid=pid)
@@ -10,12 +11,23 @@ recorded, and the server's resident memory is sampled from /proc. Standard libra
 import dataclasses
 import http.client
 import itertools
+import os
 import threading
 import time
 
 import numpy as np
 
 RSS_EVERY_S = 1.0
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds process `pid` has used (/proc/PID/stat), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int) -> int | None:
@@ -38,6 +50,7 @@ class LoadResult:
     statuses: dict                         # HTTP status -> count
     errors: list                           # (status or exception name, detail), the first 20
     rss_kib: list                          # (seconds since start, KiB) samples of the server
+    server_cpu_s: float | None = None      # CPU seconds the server used during the run
 
     @property
     def requests(self) -> int:
@@ -56,6 +69,14 @@ class LoadResult:
         return float(np.percentile(self.latencies_s, q) * 1000) if self.requests else \
             float("nan")
 
+    @property
+    def server_cpu_ms_per_request(self) -> float | None:
+        """The server's CPU time per answered request: what a request costs whatever share
+        of the cores the machine gives the server."""
+        if self.server_cpu_s is None or not self.requests:
+            return None
+        return 1000 * self.server_cpu_s / self.requests
+
     def rss_growth_mib(self) -> float | None:
         """RSS of the last sample minus that of the sample at 1/4 of the run (after warm-up
         allocations), in MiB."""
@@ -71,6 +92,8 @@ class LoadResult:
                 "requests_per_s": round(self.requests_per_s, 2),
                 "p50_ms": round(self.percentile_ms(50), 1),
                 "p99_ms": round(self.percentile_ms(99), 1),
+                "server_cpu_ms_per_request": None if self.server_cpu_ms_per_request is None
+                else round(self.server_cpu_ms_per_request, 1),
                 "rss_mib_first_last_max": [round(rss[0] / 1024), round(rss[-1] / 1024),
                                            round(max(rss) / 1024)] if rss else None,
                 "rss_growth_mib": None if self.rss_growth_mib() is None
@@ -87,6 +110,7 @@ def run_load(host: str, port: int, requests: list, clients: int, duration_s: flo
         raise ValueError("run_load needs at least one client and one request")
     lock = threading.Lock()
     latencies, statuses, errors, rss = [], {}, [], []
+    cpu_before = cpu_seconds(server_pid) if server_pid is not None else None
     start = time.monotonic()
     deadline = start + duration_s
     last_answer = [start]
@@ -133,5 +157,7 @@ def run_load(host: str, port: int, requests: list, clients: int, duration_s: flo
         t.start()
     for t in threads:
         t.join(duration_s + timeout_s + 5)
+    cpu_after = cpu_seconds(server_pid) if server_pid is not None else None
     return LoadResult(clients, last_answer[0] - start, np.array(latencies), statuses, errors,
-                      rss)
+                      rss, None if cpu_before is None or cpu_after is None
+                      else cpu_after - cpu_before)
