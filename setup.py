@@ -77,6 +77,7 @@ CONSOLE_SCRIPTS = [
     "facenet-search = facenet_tf.search:run",
     "facenet-enroll = facenet_tf.enroll:run",
     "facenet-identify = facenet_tf.identify:run",
+    "facenet-serve = facenet_tf.serve:run",
 ]
 
 with open(os.path.join(HERE, "README.md")) as f:

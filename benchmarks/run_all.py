@@ -29,6 +29,7 @@ BENCHMARKS = {
     "detection": "benchmarks.bench_detection",
     "index": "benchmarks.bench_index",
     "gallery": "benchmarks.bench_gallery",
+    "service": "benchmarks.bench_service",
 }
 
 

@@ -35,6 +35,7 @@ COMMANDS = {
     "facenet-search": ("facenet_tf.search:run", "top_k"),
     "facenet-enroll": ("facenet_tf.enroll:run", "remove"),
     "facenet-identify": ("facenet_tf.identify:run", "annotate"),
+    "facenet-serve": ("facenet_tf.serve:run", "key_file"),
 }
 BIN_DIR = os.path.dirname(sys.executable)
 HELP_TIMEOUT_S = 300
