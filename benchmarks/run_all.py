@@ -29,6 +29,7 @@ BENCHMARKS = {
     "detection": "benchmarks.bench_detection",
     "index": "benchmarks.bench_index",
     "gallery": "benchmarks.bench_gallery",
+    "gallery_scale": "benchmarks.bench_gallery_scale",
     "service": "benchmarks.bench_service",
 }
 

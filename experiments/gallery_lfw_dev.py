@@ -33,7 +33,7 @@ from experiments.protocol import LFW_IMAGES, REPO_ROOT, default_params, prepare_
 from facenet_tf import _cli
 from facenet_tf.common import io_utils, runinfo
 from facenet_tf.data.image_files import list_images
-from facenet_tf.evaluation import identification as ident
+from facenet_tf.recognition import identification as ident
 from facenet_tf.evaluation.protocols import identity_labels
 from facenet_tf.inference.batch_embed import embed_files
 from facenet_tf.inference.embedders import load_embedder

@@ -52,7 +52,7 @@ def run_experiment(work: str, model_name: str, min_face_size: float) -> dict:
             "num_no_face": manifest["num_no_face"], "search_index": manifest["search_index"],
             "index_seconds": manifest["elapsed_seconds"], "search": search,
             "ms_per_query": round(1000 * search_seconds / search["num_queries"], 2),
-            "collection_faces": collection.index.ntotal, "heldout_pairs": pairs,
+            "collection_faces": len(collection.index), "heldout_pairs": pairs,
             "run_info": runinfo.collect(runinfo.absl_flag_values())}
 
 

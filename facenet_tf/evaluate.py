@@ -15,7 +15,7 @@ flags override the preprocessing stored with the model. --align detects each ima
 camera's quality (facenet_tf.data.degrade). The protocols: facenet_tf.evaluation.protocols.
 --identification: a gallery of the first K images of each identity, the other images as
 probes, the one-image identities (or --distractors) as strangers: rank-1, rank-5, CMC
-(--plots_dir), DIR at FAR 1% and 0.1% (facenet_tf.evaluation.identification), decided as a
+(--plots_dir), DIR at FAR 1% and 0.1% (facenet_tf.recognition.identification), decided as a
 gallery decides for this model (its calibration).
 """
 
@@ -29,7 +29,7 @@ from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data import preprocess as pp
 from facenet_tf.data.degrade import Degradation
 from facenet_tf.detection.detector import FaceDetector
-from facenet_tf.evaluation.identification import evaluate_identification_folder
+from facenet_tf.recognition.identification import evaluate_identification_folder
 from facenet_tf.evaluation.protocols import (
     evaluate_identity_folder,
     evaluate_pairs_file,

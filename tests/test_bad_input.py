@@ -96,6 +96,32 @@ CASES = {
                   "{tmp}/no_such_folder"),
         WRONG_KIND: (["--input_dir={not_image}", "--output_dir={tmp}/aligned"], "{not_image}"),
     },
+    "beam_jobs.index_faces": {
+        MISSING: (["--input_dir={tmp}/no_such_folder", "--model={model}",
+                   "--output_dir={tmp}/index"], "{tmp}/no_such_folder"),
+        WRONG_KIND: (["--input_dir={not_image}", "--model={model}", "--output_dir={tmp}/index"],
+                     "{not_image}"),
+    },
+    "facenet_tf.search": {
+        MISSING: (["--index={tmp}/no_such_index", "--query={photo}"], "{tmp}/no_such_index"),
+        WRONG_KIND: (["--index={garbage_dataset}", "--query={photo}"], "{garbage_dataset}"),
+    },
+    "facenet_tf.enroll": {
+        MISSING: (["--model={model}", "--gallery={tmp}/gallery", "--input={tmp}/no_such_folder"],
+                  "{tmp}/no_such_folder"),
+        WRONG_KIND: (["--model={model}", "--gallery={tmp}/gallery", "--input={not_image}"],
+                     "{not_image}"),
+    },
+    "facenet_tf.identify": {
+        MISSING: (["--gallery={tmp}/no_such_gallery", "--input={photo}"],
+                  "{tmp}/no_such_gallery"),
+        WRONG_KIND: (["--gallery={text}", "--input={photo}"], "{text}"),
+    },
+    "facenet_tf.serve": {
+        MISSING: (["--gallery={tmp}/gallery", "--key_file={tmp}/no_such_keys.json", "--port=0"],
+                  "{tmp}/no_such_keys.json"),
+        WRONG_KIND: (["--gallery={tmp}/gallery", "--key_file={text}", "--port=0"], "{text}"),
+    },
 }
 
 # What TensorFlow, absl and Beam write to stderr by themselves, in formats the commands' error

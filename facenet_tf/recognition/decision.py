@@ -1,6 +1,6 @@
 """How a person's enrolled faces are combined into one distance to a face: the identity
 decision of a gallery (facenet_tf.recognition.gallery) and of the identification metrics
-(facenet_tf.evaluation.identification).
+(facenet_tf.recognition.identification).
 
 A person enrolled with n faces x_1..x_n is at distance s(q) from a face q, by rule:
 - "nearest": min_i d(q, x_i), the nearest of the person's faces;

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from facenet_tf.evaluation import identification as ident
+from facenet_tf.recognition import identification as ident
 from facenet_tf.inference.embedders import network_embedder
 from facenet_tf.recognition import calibration as calibration_lib
 from tests.conftest import make_image_folder, make_tiny_embedding_model
