@@ -10,6 +10,10 @@
     gallery = fn.open_gallery("people.gallery", embedder, create=True)
     gallery.enroll_photos(embedder, detector, fn.people_in_folder("known/"))
     gallery.identify(vectors)                     # who is each face? (or unknown)
+    fn.identify_photos(gallery, embedder, detector, ["b.jpg"])  # every face of photos
+
+A gallery decides by its Calibration (rule, threshold, confidence fit) and searches exactly
+or, when large, through a FAISS FaceIndex; a gallery of another model is a GalleryError.
 
 The names below are the public API; each is imported from its module on first use, so
 `import facenet_tf` stays light. The Keras pieces (triplet losses, triplet selection, P x K
@@ -42,6 +46,9 @@ _EXPORTS = {
     "Gallery": "facenet_tf.recognition.gallery",
     "people_in_folder": "facenet_tf.recognition.gallery",
     "identify_photos": "facenet_tf.recognition.gallery",
+    "GalleryError": "facenet_tf.recognition.gallery",
+    "Calibration": "facenet_tf.recognition.calibration",
+    "FaceIndex": "facenet_tf.recognition.index",
     "agglomerative_clusters": "facenet_tf.evaluation.clustering",
     "evaluate_pairs_file": "facenet_tf.evaluation.protocols",
     "evaluate_pairs": "facenet_tf.evaluation.verification",

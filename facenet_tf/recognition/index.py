@@ -61,7 +61,9 @@ def ivf_lists(num_faces: int) -> int:
 
 
 class FaceIndex:
-    """Nearest faces among `embeddings` [N, D] (float32, unit rows) by squared L2."""
+    """Nearest faces among `embeddings` [N, D] (float32, unit rows) by squared L2:
+    FaceIndex.build(embeddings, kind) (kind: one of KINDS, or "auto" by size), then
+    search(queries, k) -> (distances, rows), nearest first."""
 
     def __init__(self, kind: str, embeddings: np.ndarray, faiss_index=None):
         self.kind = kind
