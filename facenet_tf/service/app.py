@@ -198,6 +198,7 @@ class Face(BaseModel):
     photo: str
     face: int
     box: list[float]
+    score: float | None
     identity: str | None
     distance: float | None
     confidence: float | None
