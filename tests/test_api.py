@@ -8,7 +8,7 @@ import pytest
 
 import facenet_tf as fn
 from tests.conftest import REPO_ROOT, make_image_folder, make_tiny_embedding_model
-from tests.recognition.test_search import _rule_by_loop
+from tests.recognition._person_oracle import person_distance_by_loop
 
 
 @pytest.mark.parametrize("name", fn.__all__)
@@ -55,7 +55,7 @@ def test_two_people_enrolled_and_faces_named_through_the_api_as_a_loop_names_the
     expected = []
     for path in probes:
         q = embed(path)
-        expected.append(sorted((_rule_by_loop(q, faces, rule), name)
+        expected.append(sorted((person_distance_by_loop(q, faces, rule), name)
                                for name, faces in enrolled.items()))
     nearest = sorted(e[0][0] for e in expected)
     threshold = (nearest[2] + nearest[3]) / 2  # some faces named, some unknown

@@ -15,6 +15,7 @@ from facenet_tf.inference.embedders import load_embedder
 from facenet_tf.models import frozen_graph
 from facenet_tf.recognition import workflows
 from facenet_tf.serving.saved_model import export_saved_model
+from tests._photos import noise_canvas
 from tests.conftest import make_tiny_embedding_model, old_main_face_rule
 
 # Two people of LFW, three photos each.
@@ -28,29 +29,17 @@ def _face(lfw_dir, person, index):
     return img.convert("RGB").crop((50, 40, 200, 210))  # the face with some context
 
 
-def _canvas(faces_at, size=(640, 420), seed=0):
-    """A noise photo with faces pasted at (x, y); returns the image and the pasted rectangles."""
-    rng = np.random.RandomState(seed)
-    canvas = Image.fromarray(np.clip(rng.normal(120, 20, (size[1], size[0], 3)), 0, 255)
-                             .astype(np.uint8))
-    rects = []
-    for face, (x, y) in faces_at:
-        canvas.paste(face, (x, y))
-        rects.append((x, y, x + face.width, y + face.height))
-    return canvas, rects
-
-
 @pytest.fixture(scope="module")
 def photos(lfw_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("photos")
-    group, group_rects = _canvas([(_face(lfw_dir, "a", 1), (40, 60)),
+    group, group_rects = noise_canvas([(_face(lfw_dir, "a", 1), (40, 60)),
                                   (_face(lfw_dir, "b", 1), (400, 180))])
     group.save(root / "group.jpg", quality=95)
     for person in ("a", "b"):
         for i in (2, 3):
-            single, _ = _canvas([(_face(lfw_dir, person, i), (200 + 30 * i, 100))], seed=i)
+            single, _ = noise_canvas([(_face(lfw_dir, person, i), (200 + 30 * i, 100))], seed=i)
             single.save(root / f"{person}{i}.png")
-    _canvas([])[0].save(root / "empty.png")
+    noise_canvas([])[0].save(root / "empty.png")
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     return str(root), group_rects
 

@@ -19,8 +19,8 @@ from facenet_tf.pipelines.build_dataset import build_dataset
 from facenet_tf.pipelines.index_faces import IndexJobConfig, index_faces
 from facenet_tf.pipelines.mine_triplets import MiningConfig, mine_triplets
 from tests.conftest import REPO_ROOT, dask_address, make_tiny_embedding_model
+from tests.pipelines._collection import assert_same_shards, write_collection
 from tests.pipelines.conftest import save_tiny_model
-from tests.pipelines.test_index_faces import assert_same_shards, write_collection
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -22,41 +22,11 @@ from facenet_tf.inference.embedders import load_embedder
 from facenet_tf.pipelines import index_faces as job
 from facenet_tf.recognition import collection as collection_lib
 from tests.conftest import REPO_ROOT
+from tests.pipelines._collection import assert_same_shards, orl_face, write_collection
 
-ORL = os.path.join(REPO_ROOT, "facenet_tf", "datasets", "orl_faces", "images")
 RUN_SPECIFIC_FIELDS = {"run_info", "elapsed_seconds", "index_seconds", "beam_runner",
                        "beam_counters", "generation", "data_dir", "num_embedded",
                        "num_reused", "num_removed", "removed", "reuse"}
-
-
-def _orl(identity: int, index: int) -> np.ndarray:
-    return np.asarray(Image.open(os.path.join(ORL, f"s{identity}", f"{index}.pgm")).convert("RGB"))
-
-
-def _two_faces() -> np.ndarray:
-    canvas = np.full((160, 240, 3), 90, np.uint8)
-    canvas[10:122, 10:102] = _orl(1, 1)
-    canvas[30:142, 130:222] = _orl(2, 1)
-    return canvas
-
-
-def write_collection(root) -> str:
-    """Three people's photos in two folders, a photo of two of them, a photo without a face,
-    a broken JPEG and a text file."""
-    for identity in (1, 2, 3):
-        os.makedirs(os.path.join(root, f"p{identity}"), exist_ok=True)
-        for index in (2, 3, 4):
-            Image.fromarray(_orl(identity, index)).save(
-                os.path.join(root, f"p{identity}", f"{index}.png"))
-    os.makedirs(os.path.join(root, "misc"), exist_ok=True)
-    Image.fromarray(_two_faces()).save(os.path.join(root, "misc", "two.png"))
-    noise = np.random.RandomState(0).randint(0, 256, (120, 100, 3)).astype(np.uint8)
-    Image.fromarray(noise).save(os.path.join(root, "misc", "noise.png"))
-    with open(os.path.join(root, "misc", "broken.jpg"), "wb") as f:
-        f.write(b"\xff\xd8\xff not a JPEG")
-    with open(os.path.join(root, "misc", "notes.txt"), "w") as f:
-        f.write("not a photo\n")
-    return str(root)
 
 
 def read_rows(index_dir: str, table: str) -> list:
@@ -128,8 +98,8 @@ def test_a_rerun_embeds_only_new_or_changed_photos_and_equals_a_full_rebuild(
     shutil.copytree(out, index)
     os.makedirs(os.path.join(grown, "p4"))
     for k in (2, 3):  # two new photos
-        Image.fromarray(_orl(4, k)).save(os.path.join(grown, "p4", f"{k}.png"))
-    Image.fromarray(_orl(3, 5)).save(os.path.join(grown, "p3", "2.png"))  # changed
+        Image.fromarray(orl_face(4, k)).save(os.path.join(grown, "p4", f"{k}.png"))
+    Image.fromarray(orl_face(3, 5)).save(os.path.join(grown, "p3", "2.png"))  # changed
     os.remove(os.path.join(grown, "p2", "3.png"))  # deleted
     detected = []
 
@@ -262,20 +232,3 @@ def test_the_commands_on_two_worker_processes(photos, indexed, tiny_model_path, 
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert no_face.returncode == 1
     assert no_face.stderr.strip().splitlines()[-1].endswith("noise.png: no face found")
-
-
-def assert_same_shards(expected_dir: str, actual_dir: str) -> None:
-    """Both indexes' manifests agree but for run-specific fields, and every shard and the
-    search index (when it has a file: an exact one has none) are byte-identical."""
-    expected = io_utils.read_manifest(expected_dir)
-    actual = io_utils.read_manifest(actual_dir)
-    drop = {"run_info", "elapsed_seconds", "index_seconds", "beam_runner", "beam_counters"}
-    assert {k: v for k, v in actual.items() if k not in drop} == \
-        {k: v for k, v in expected.items() if k not in drop}
-    names = [n for table in ("faces", "photos") for n in expected["shards"][table]]
-    index_file = expected["search_index"]["file"]
-    for name in names + ([index_file] if index_file else []):
-        with open(os.path.join(expected_dir, expected["data_dir"], name), "rb") as f:
-            want = f.read()
-        with open(os.path.join(actual_dir, actual["data_dir"], name), "rb") as f:
-            assert f.read() == want, f"{name} differs"

@@ -10,7 +10,7 @@ from facenet_tf.detection import FaceDetector
 from facenet_tf.inference.embedders import load_embedder
 from facenet_tf.models import frozen_graph
 from facenet_tf.recognition import gallery as gallery_lib
-from tests.test_workflows_photos import _canvas  # faces pasted on a noise photo
+from tests._photos import noise_canvas  # faces pasted on a noise photo
 
 KNOWN = ("Aaron_Peirsol", "Adam_Sandler", "Colin_Powell")
 
@@ -31,11 +31,11 @@ def test_enrol_and_identify_real_people(lfw_dir, tmp_path):
     except frozen_graph.PretrainedNotFoundError as e:
         pytest.skip(f"pretrained weights not available: {e}")
     known = {name: [_photo(lfw_dir, name, i) for i in (1, 2)] for name in KNOWN}
-    group, rects = _canvas([(_face(lfw_dir, "Aaron_Peirsol", 3), (40, 60)),
+    group, rects = noise_canvas([(_face(lfw_dir, "Aaron_Peirsol", 3), (40, 60)),
                             (_face(lfw_dir, "Adam_Sandler", 3), (400, 180))])
     group.save(tmp_path / "group.jpg", quality=95)
     stranger = _photo(lfw_dir, "George_W_Bush", 1)
-    _canvas([])[0].save(tmp_path / "empty.png")
+    noise_canvas([])[0].save(tmp_path / "empty.png")
     detector = FaceDetector()
     gallery = gallery_lib.open_gallery(str(tmp_path / "g"), embedder, create=True)
     report = gallery.enroll_photos(embedder, detector, known)

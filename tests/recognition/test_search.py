@@ -9,6 +9,7 @@ import pytest
 
 from facenet_tf.recognition import decision, index
 from facenet_tf.recognition import gallery as gallery_lib
+from tests.recognition._person_oracle import person_distance_by_loop
 
 
 def _unit(x):
@@ -26,20 +27,6 @@ def _people_like(num_people, faces_per_person, dim, seed, spread=0.35):
     return faces, labels, centres
 
 
-def _rule_by_loop(query, faces, rule):
-    """One person's distance to one query, by hand."""
-    d = sorted(float(np.sum((query.astype(np.float64) - f) ** 2)) for f in faces)
-    if rule == "nearest":
-        return d[0]
-    if rule == "top2_mean":
-        return sum(d[:2]) / len(d[:2])
-    if rule == "mean":
-        return sum(d) / len(d)
-    c = faces.astype(np.float64).sum(axis=0)
-    c /= np.linalg.norm(c)
-    return float(np.sum((query - c) ** 2))
-
-
 @pytest.mark.parametrize("rule", decision.RULES)
 def test_person_distances_equal_a_loop_over_people(rule):
     rng = np.random.RandomState(1)
@@ -54,7 +41,7 @@ def test_person_distances_equal_a_loop_over_people(rule):
     got = decision.person_distances(queries, faces, people, rule)
     for j, name in enumerate(people.names):
         for i, q in enumerate(queries):
-            assert got[i, j] == pytest.approx(_rule_by_loop(q, faces[labels == name], rule),
+            assert got[i, j] == pytest.approx(person_distance_by_loop(q, faces[labels == name], rule),
                                               abs=1e-5)
     # The shortlist path scores the same people the same way.
     every_face = np.tile(np.arange(len(faces)), (len(queries), 1))
@@ -78,12 +65,12 @@ def test_gallery_answers_equal_a_brute_force_loop(tmp_path):
     for rule in decision.RULES:
         ids, dist = g.rank_people(queries, 4, rule, "exact")
         for i, q in enumerate(queries):
-            scores = sorted((_rule_by_loop(q, f, rule), name) for name, f in faces_per.items())
+            scores = sorted((person_distance_by_loop(q, f, rule), name) for name, f in faces_per.items())
             assert [str(g._people.names[p]) for p in ids[i]] == [n for _, n in scores[:4]]
             np.testing.assert_allclose(dist[i], [s for s, _ in scores[:4]], atol=1e-5)
     answers = g.identify(queries, top_k=3, threshold=threshold)
     for q, answer in zip(queries, answers):
-        scores = sorted((_rule_by_loop(q, f, g.calibration.rule), n)
+        scores = sorted((person_distance_by_loop(q, f, g.calibration.rule), n)
                         for n, f in faces_per.items())
         assert answer["candidates"] == [
             {"identity": n, "distance": pytest.approx(s, abs=1e-5)} for s, n in scores[:3]]
