@@ -20,6 +20,7 @@ from facenet_tf.service.app import create_app
 from facenet_tf.service.config import ServiceConfig
 from facenet_tf.service.recognizer import IDENTIFY, Job
 from facenet_tf.service.uploads import ImageLimits, validate_photo
+from tests.recognition._person_oracle import person_distance_by_loop
 from tests.service.conftest import ADMIN, PEOPLE, THRESHOLD, USER, copy_gallery, read
 
 
@@ -32,28 +33,15 @@ def service(world, tmp_path_factory):
         yield client, gallery
 
 
-def _person_distance(q, faces, rule):
-    """A person's distance to face q under a decision rule, as the rules are defined
-    (facenet_tf.recognition.decision's docstring), by plain loops."""
-    ds = sorted(float(np.sum((q - f) ** 2)) for f in faces)
-    if rule == "nearest":
-        return ds[0]
-    if rule == "top2_mean":
-        return sum(ds[:2]) / len(ds[:2])
-    if rule == "mean":
-        return sum(ds) / len(ds)
-    assert rule == "centroid", rule
-    c = np.sum(faces, axis=0)
-    return float(np.sum((q - c / np.linalg.norm(c)) ** 2))
-
-
 def _oracle(world, probe_path, rule, threshold=THRESHOLD):
     """(identity or None, [(person, distance)] nearest first) by a plain loop over every
     enrolled face, each embedded on its own."""
     embed = world["embed"]
     q = embed(probe_path)
-    scores = sorted(((person, _person_distance(q, [embed(p) for p in paths], rule))
-                     for person, paths in world["known"].items()), key=lambda s: s[1])
+    faces = {person: np.array([embed(p) for p in paths])
+             for person, paths in world["known"].items()}
+    scores = sorted(((person, person_distance_by_loop(q, f, rule)) for person, f in faces.items()),
+                    key=lambda s: s[1])
     return (scores[0][0] if scores[0][1] <= threshold else None), scores
 
 
