@@ -31,7 +31,12 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.bench_gallery import face_like_filler, lfw_faces
-from facenet_tf.recognition.index import IVF_NPROBE, FaceIndex, ivf_lists
+from facenet_tf.recognition.index import (
+    IVF_NPROBE,
+    FaceIndex,
+    ivf_lists,
+    merge_shard_results,
+)
 
 SIZE, QUICK_SIZE = 1_000_000, 100_000
 QUERIES = 1000
@@ -142,15 +147,6 @@ def rates(index, queries):
             1000 * (time.perf_counter() - t0) / ONE_AT_A_TIME, 1e6 * cpu_s / len(queries))
 
 
-def merge(parts, k):
-    """(distances, rows) of the k nearest over shards: parts = [(distances, rows, offset)]
-    (distance ties broken by the lower row, as exact search does)."""
-    d = np.concatenate([p[0] for p in parts], axis=1)
-    r = np.concatenate([np.where(p[1] >= 0, p[1] + p[2], -1) for p in parts], axis=1)
-    order = np.lexsort((r, d), axis=1)[:, :k]
-    return np.take_along_axis(d, order, axis=1), np.take_along_axis(r, order, axis=1)
-
-
 def recall_at_1(faces, queries, rows, exact_d):
     """Share of queries whose first answer is exact search's nearest face (or as near)."""
     true = np.sum((queries - faces[np.maximum(rows[:, 0], 0)]) ** 2, axis=1)
@@ -219,7 +215,7 @@ def sharded(faces, queries, exact, trained) -> list:
             parts.append((d, r, lo))
             shard_s.append(s)
             del index
-        merged_d, merged_r = merge(parts, K)
+        merged_d, merged_r = merge_shard_results(parts, K)
         rate = len(queries) / float(np.mean(shard_s))
         if kind == "exact":
             same = (f"merged top-{K} rows equal to exact search over all: "

@@ -165,3 +165,14 @@ class FaceIndex:
         if self.faiss_index is None:
             return self.embeddings.nbytes / n
         return len(faiss.serialize_index(self.faiss_index)) / n
+
+
+def merge_shard_results(parts, k: int):
+    """The k nearest over a gallery split into shards, from each shard's own answer:
+    parts = [(distances [q, k'], rows [q, k'] with -1 for none, the shard's first row)].
+    Returns (distances, rows) [q, k] in whole-gallery rows; distance ties go to the lower
+    row, as exact search breaks them (what a coordinator in front of shard servers does)."""
+    d = np.concatenate([p[0] for p in parts], axis=1)
+    r = np.concatenate([np.where(p[1] >= 0, p[1] + p[2], -1) for p in parts], axis=1)
+    order = np.lexsort((r, d), axis=1)[:, :k]
+    return np.take_along_axis(d, order, axis=1), np.take_along_axis(r, order, axis=1)

@@ -1,10 +1,10 @@
-"""Shards searched alone and merged by distance (benchmarks/bench_gallery_scale.py, the figures
-of docs/scaling.md) give exact search's answers over the whole gallery."""
+"""Shards searched alone and merged by distance (index.merge_shard_results, which
+benchmarks/bench_gallery_scale.py measures for docs/scaling.md) give exact search's answers
+over the whole gallery."""
 
 import numpy as np
 
-from benchmarks.bench_gallery_scale import merge
-from facenet_tf.recognition.index import FaceIndex
+from facenet_tf.recognition.index import FaceIndex, merge_shard_results
 
 
 def _brute_force(queries, faces, k):
@@ -30,7 +30,7 @@ def test_merged_shards_equal_brute_force_over_the_whole_gallery():
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         d, r = FaceIndex.build(faces[lo:hi], "exact").search(queries, k)
         parts.append((d, r, lo))
-    merged_d, merged_r = merge(parts, k)
+    merged_d, merged_r = merge_shard_results(parts, k)
     want_d, want_r = _brute_force(queries, faces, k)
     np.testing.assert_array_equal(merged_r, want_r)
     np.testing.assert_allclose(merged_d, want_d, atol=1e-5)
@@ -44,7 +44,7 @@ def test_a_shard_with_fewer_faces_than_k_pads_and_still_merges():
     parts = [FaceIndex.build(faces[lo:hi], "exact").search(queries, 5) + (lo,)
              for lo, hi in ((0, 2), (2, 9))]
     assert (parts[0][1] == -1).any()  # the 2-face shard pads its answers
-    merged_d, merged_r = merge(parts, 5)
+    merged_d, merged_r = merge_shard_results(parts, 5)
     want_d, want_r = _brute_force(queries, faces, 5)
     np.testing.assert_array_equal(merged_r, want_r)
     np.testing.assert_allclose(merged_d, want_d, rtol=1e-5, atol=1e-5)
