@@ -42,10 +42,11 @@ from experiments.protocol import (
     existing_dir,
     identity_subset,
     prepare_data,
+    publish_results,
 )
 from experiments.runs import COLLAPSE_RULE, Setting, recipe_settings, run_setting, summarise_row
 from facenet_tf import _cli
-from facenet_tf.common import io_utils, runinfo
+from facenet_tf.common import runinfo
 from facenet_tf.training.config import TrainConfig
 
 FLAGS = flags.FLAGS
@@ -203,14 +204,11 @@ def main(argv):
     plots_dir = os.path.abspath(FLAGS.plots_dir or work)
     for directory in (results_dir, plots_dir):
         os.makedirs(directory, exist_ok=True)
-    base_path = os.path.join(results_dir, f"lfw_dev_{FLAGS.recipe}")
-    io_utils.write_json_atomic(base_path + ".json", report)
-    io_utils.write_bytes_atomic(base_path + ".md", markdown.encode("utf-8"))
-    written = [base_path + ".md", base_path + ".json"]
-    if FLAGS.recipe in studies.PLOTS:
-        written.append(studies.PLOTS[FLAGS.recipe](
-            report, os.path.join(plots_dir, f"lfw_dev_{FLAGS.recipe}.png")))
-    print("\n" + markdown + "\nwrote " + ", ".join(written), flush=True)
+    plot = ([studies.PLOTS[FLAGS.recipe](report, os.path.join(plots_dir,
+                                                               f"lfw_dev_{FLAGS.recipe}.png"))]
+            if FLAGS.recipe in studies.PLOTS else [])
+    publish_results(os.path.join(results_dir, f"lfw_dev_{FLAGS.recipe}"), report, markdown,
+                    also_written=plot)
 
 
 def _define_flags():

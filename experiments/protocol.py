@@ -32,12 +32,14 @@ def existing_dir(path: str, flag: str) -> str:
     return os.path.abspath(path)
 
 
-def publish_results(base_path: str, report: dict, markdown: str) -> None:
+def publish_results(base_path: str, report: dict, markdown: str, also_written=()) -> None:
     """A run's report as BASE.json and its table as BASE.md (each written atomically), and
-    the table printed."""
+    the table printed with every file written (also_written: the run's other files, such as
+    its plot)."""
     io_utils.write_json_atomic(base_path + ".json", report)
     io_utils.write_bytes_atomic(base_path + ".md", markdown.encode("utf-8"))
-    print("\n" + markdown + f"\nwrote {base_path}.md and {base_path}.json", flush=True)
+    written = [base_path + ".md", base_path + ".json", *also_written]
+    print("\n" + markdown + "\nwrote " + ", ".join(written), flush=True)
 
 
 def default_params(images: str = LFW_IMAGES) -> dict:

@@ -18,9 +18,9 @@ import time
 from absl import flags
 
 from experiments import heldout_collection as heldout
-from experiments.protocol import stage
+from experiments.protocol import publish_results, stage
 from facenet_tf import _cli
-from facenet_tf.common import io_utils, runinfo
+from facenet_tf.common import runinfo
 from facenet_tf.inference.embedders import load_embedder
 from facenet_tf.pipelines.index_faces import IndexJobConfig, index_faces
 from facenet_tf.recognition import collection as collection_lib
@@ -86,10 +86,7 @@ def main(argv):
     del argv
     os.makedirs(FLAGS.work_dir, exist_ok=True)
     result = run_experiment(FLAGS.work_dir, FLAGS.model, FLAGS.min_face_size)
-    io_utils.write_json_atomic(os.path.join(FLAGS.work_dir, "results.json"), result)
-    text = markdown(result)
-    io_utils.write_bytes_atomic(os.path.join(FLAGS.work_dir, "results.md"), text.encode())
-    print(text)
+    publish_results(os.path.join(FLAGS.work_dir, "results"), result, markdown(result))
 
 
 def _define_flags():
