@@ -649,15 +649,22 @@ def identify_photos(gallery: Gallery, embedder, detector, paths, top_k: int = DE
                                               keep="all", batch_size=batch_size)
         photos, boxes, face_index, emb = (table.photos, table.boxes.tolist(),
                                           table.face_index.tolist(), table.embeddings)
-        scores = [round(float(v), 4) for v in table.scores]
+        scores = table.scores.tolist()
         skipped = table.skipped
     answers = gallery.identify(emb, top_k, threshold, index_kind) if len(emb) else []
-    faces = [{"photo": photo, "face": int(i), "box": [round(float(v), 1) for v in box],
-              "score": score, **answer}
+    faces = [face_answer(photo, i, box, score, answer)
              for photo, i, box, score, answer in zip(photos, face_index, boxes, scores, answers)]
     return {"faces": faces, "skipped": skipped,
             "threshold": calibration.threshold if threshold is None else float(threshold),
             "rule": calibration.rule, "calibration_note": calibration.note}
+
+
+def face_answer(photo: str, face: int, box, score, answer: dict) -> dict:
+    """One face of identify's JSON (the command's and the service's): photo, face (its rank
+    in the photo), box, detector score (None for a file taken whole), then the gallery's
+    answer (identity, distance, confidence, candidates)."""
+    return {"photo": photo, "face": int(face), "box": [round(float(v), 1) for v in box],
+            "score": None if score is None else round(float(score), 4), **answer}
 
 
 def face_label(face: dict) -> str:

@@ -241,10 +241,8 @@ class Recognizer:
     def _identify_result(self, gallery, job, rows, faces, answers) -> dict:
         photo = job.photos[0]
         calibration = gallery.calibration
-        out = [{"photo": photo.name, "face": faces[r].index,
-                "box": [round(float(v), 1) for v in faces[r].box],
-                "score": None if faces[r].score is None else round(float(faces[r].score), 4),
-                **answer}
+        out = [gallery_lib.face_answer(photo.name, faces[r].index, faces[r].box, faces[r].score,
+                                       answer)
                for r, answer in zip(rows, answers)]
         return {"faces": out, "gallery_version": gallery.version,
                 "threshold": calibration.threshold if job.threshold is None
