@@ -6,11 +6,11 @@ checkout answers, also from a worktree) once with an input path that does not ex
 with a file of the wrong kind: a non-image file where the command takes images, a file where it
 takes a folder, a text file as a model or graph, a manifest or pairs file that is garbage. A new
 console script without both cases fails here, named. The inputs are tiny and every case fails
-before slow work (paths are checked before a model loads), so each run costs about one
-TensorFlow import.
+before slow work (paths are checked before a model loads). The runs are forks of one process
+that imported TensorFlow once (tests/_forked_commands), with two cases also run in a fresh
+interpreter to show that the fork answers the same.
 """
 
-import concurrent.futures
 import os
 import re
 import subprocess
@@ -19,6 +19,7 @@ import sys
 import pytest
 
 from tests._commands import checkout_env, console_scripts
+from tests._forked_commands import ForkedCommand, run_forked
 from tests.conftest import make_image_folder, make_tiny_embedding_model
 
 MISSING, WRONG_KIND = "missing path", "wrong kind of file"
@@ -175,21 +176,21 @@ def inputs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def runs(inputs):
     """(module, case) -> (command line shown, bad path, CompletedProcess), for every case of
-    CASES, two at a time (each one imports TensorFlow)."""
+    CASES, each a fork of one process that imported TensorFlow once (tests/_forked_commands;
+    test_a_fresh_process_answers_as_the_fork checks that the fork changes nothing)."""
     env = checkout_env(TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("FACENET_TF_TRACEBACK", None)
     keys = [(module, case) for module, cases in CASES.items() for case in cases]
+    argvs = [_argv(key, inputs) for key in keys]
+    results = run_forked([ForkedCommand(argv, cwd=inputs["tmp"]) for argv in argvs], env=env,
+                         timeout_s=TIMEOUT_S)
+    return {key: (" ".join(["python", *argv]), CASES[key[0]][key[1]][1].format(**inputs), result)
+            for key, argv, result in zip(keys, argvs, results)}
 
-    def run(key):
-        args, bad = CASES[key[0]][key[1]]
-        args = [a.format(**inputs) for a in args]
-        command = [sys.executable, "-m", key[0], *args]
-        result = subprocess.run(command, cwd=inputs["tmp"], env=env, capture_output=True,
-                                text=True, timeout=TIMEOUT_S)
-        return " ".join(["python", "-m", key[0], *args]), bad.format(**inputs), result
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(keys, pool.map(run, keys)))
+def _argv(key, inputs) -> list:
+    args, _ = CASES[key[0]][key[1]]
+    return ["-m", key[0], *[a.format(**inputs) for a in args]]
 
 
 def test_every_console_script_has_both_cases():
@@ -199,7 +200,7 @@ def test_every_console_script_has_both_cases():
                          f"tests/test_bad_input.py): {lacking}")
 
 
-@pytest.mark.slow  # 25 processes of ~5 CPU-s (mostly importing TensorFlow): ~1 minute
+@pytest.mark.slow  # one TensorFlow import, then a fork per case
 @pytest.mark.parametrize("script, module, case", _all_cases())
 def test_bad_input_is_one_line_naming_the_path(runs, script, module, case):
     assert case in CASES.get(module, {}), (
@@ -228,3 +229,17 @@ def test_the_log_filter_keeps_error_lines():
     ])
     assert _message_lines(stderr) == ["compare.py: error: /x/WARNING:root:a.jpg: no such file",
                                        "Error: I0000 at progress.py:22] something"]
+
+
+@pytest.mark.slow
+def test_a_fresh_process_answers_as_the_fork(runs, inputs):
+    """The forked runs stand for `python -m MODULE ...` in a fresh interpreter: for two cases,
+    a fresh process prints the same message line and exits with the same status."""
+    env = checkout_env(TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("FACENET_TF_TRACEBACK", None)
+    for key in (("facenet_tf.embed", MISSING), ("beam_jobs.mine_triplets", WRONG_KIND)):
+        fresh = subprocess.run([sys.executable, *_argv(key, inputs)], cwd=inputs["tmp"],
+                               env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+        forked = runs[key][2]
+        assert (fresh.returncode, _message_lines(fresh.stderr)) == (
+            forked.returncode, _message_lines(forked.stderr)), (fresh.stderr, forked.stderr)

@@ -6,7 +6,6 @@ is this checkout's run() that answers, even in a venv whose editable install poi
 `main` goes through the same facenet_tf._cli.run, and each --help costs a TensorFlow import).
 """
 
-import concurrent.futures
 import importlib.metadata
 import os
 import re
@@ -15,6 +14,7 @@ import sys
 
 import pytest
 
+from tests._forked_commands import ForkedCommand, run_forked
 from tests.conftest import REPO_ROOT
 
 # command -> (entry point, a flag of that command its --help must list)
@@ -51,38 +51,39 @@ def _installed_entry_points() -> dict:
 
 
 def _help_command(command: str, form: str) -> list:
+    """The command line after the interpreter (a script is a Python file too)."""
     if form == "script":
         return [os.path.join(BIN_DIR, command), "--help"]
     module = COMMANDS[command][0].split(":")[0]
-    return [sys.executable, "-m", module, "--help"]
+    return ["-m", module, "--help"]
 
 
 @pytest.fixture(scope="module")
 def help_runs():
-    """(command, form) -> CompletedProcess of its --help; all started at once (each one
-    imports TensorFlow, a few seconds apiece)."""
+    """(command, form) -> CompletedProcess of its --help (None if the script is not
+    installed). The scripts run as forks of one process that imported TensorFlow once
+    (tests/_forked_commands); the `python -m` forms run as fresh interpreters, which also shows
+    that a fresh process answers --help as the forks do."""
     _installed_entry_points()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [REPO_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    keys = [(command, "script") for command in COMMANDS] + [
-        (command, "module") for command in MODULE_FORM_CHECKED]
-
-    def run(key):
-        args = _help_command(*key)
-        if not os.path.exists(args[0]):
-            return None
-        return subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                              timeout=HELP_TIMEOUT_S)
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(zip(keys, pool.map(run, keys)))
+    scripts = [(command, "script") for command in COMMANDS
+               if os.path.exists(_help_command(command, "script")[0])]
+    forked = run_forked([ForkedCommand(_help_command(*key)) for key in scripts], env=env,
+                        timeout_s=HELP_TIMEOUT_S)
+    runs = dict.fromkeys([(command, "script") for command in COMMANDS])
+    runs.update(zip(scripts, forked))
+    for key in [(command, "module") for command in MODULE_FORM_CHECKED]:
+        runs[key] = subprocess.run([sys.executable, *_help_command(*key)], cwd=REPO_ROOT, env=env,
+                                   capture_output=True, text=True, timeout=HELP_TIMEOUT_S)
+    return runs
 
 
 def test_every_command_is_a_declared_console_script():
     assert _installed_entry_points() == {name: ep for name, (ep, _) in COMMANDS.items()}
 
 
-@pytest.mark.slow  # 14 processes, most of them importing TensorFlow
+@pytest.mark.slow  # one TensorFlow import for the scripts, two fresh interpreters
 @pytest.mark.parametrize("command, form", [(c, "script") for c in sorted(COMMANDS)] + [
     (c, "module") for c in MODULE_FORM_CHECKED])
 def test_help_lists_the_command_flags_and_exits_0(help_runs, command, form):
