@@ -25,12 +25,13 @@ The 1M gallery takes about 2 GB as float32 and each index is built once; run it 
 `nice`.
 
     nice python -m benchmarks.bench_gallery [--quick]      # --quick: 10k only
+    nice python -m benchmarks.bench_gallery --sizes 1000000 --kinds_at_1m hnsw   # 1M, HNSW
 """
 
+import argparse
 import os
 import time
 
-import faiss
 import numpy as np
 
 from benchmarks import common
@@ -48,7 +49,7 @@ KINDS = ("flat", "hnsw", "hnsw_sq8", "ivf_sq8")
 # "flat" is a second exact search).
 KINDS_AT_1M = ("hnsw", "ivf_sq8")
 # HNSW search breadths measured on the same index (the library's HNSW_EF_SEARCH is one).
-EF_SEARCH_SWEEP = (32, 64, 128, 256)
+EF_SEARCH_SWEEP = (64, 128, 256, 512)
 QUERIES = 1000
 ONE_AT_A_TIME = 200
 EXACT_ONE_AT_A_TIME = 50
@@ -120,8 +121,11 @@ def _rate(fn, queries, one_at_a_time: int, repeats: int = 3):
     return batched, len(queries) / min(batch_s), one_at_a_time / min(single_s)
 
 
-def run(quick: bool) -> list:
+def run(quick: bool, sizes=None, kinds_at_1m=None) -> list:
+    """The rows (benchmarks/common.py); sizes and kinds_at_1m default to SIZES (QUICK_SIZES
+    with quick) and KINDS_AT_1M."""
     started = time.time()
+    kinds_at_1m = KINDS_AT_1M if kinds_at_1m is None else tuple(kinds_at_1m)
     real, labels = lfw_faces()
     rng = np.random.RandomState(SEED)
     _, person, counts = np.unique(labels, return_inverse=True, return_counts=True)
@@ -131,7 +135,7 @@ def run(quick: bool) -> list:
     keep = np.ones(len(real), bool)
     keep[query_rows] = False
     base_real, base_labels = real[keep], labels[keep]
-    sizes = QUICK_SIZES if quick else SIZES
+    sizes = tuple(sizes or (QUICK_SIZES if quick else SIZES))
     # One array for every size (a size is its first rows), so that 1M is held once.
     everything = np.concatenate([base_real, face_like_filler(
         base_real, base_labels, max(sizes) - len(base_real), SEED)])
@@ -158,7 +162,7 @@ def run(quick: bool) -> list:
                      f"{gallery.nbytes / len(gallery):.0f} bytes/face; distances."
                      "squared_l2_matrix, numpy float32 BLAS"})
         print(common.format_row(rows[-1]), flush=True)
-        for kind in KINDS if size < 1_000_000 else KINDS_AT_1M:
+        for kind in KINDS if size < 1_000_000 else kinds_at_1m:
             t0 = time.perf_counter()
             index = index_lib.FaceIndex.build(gallery, kind, seed=SEED)
             build_s = time.perf_counter() - t0
@@ -182,11 +186,7 @@ def _index_row(index, kind, ef, gallery, queries, d_exact, exact_batch, exact_si
                size) -> dict:
     """One index's row: its rates, recall@1 against exact search, bytes per face. ef: the
     HNSW efSearch to search with (None: the library's own parameters)."""
-    if ef is None:
-        search = lambda q: index.search(q, 10)  # noqa: E731
-    else:
-        params = faiss.SearchParametersHNSW(efSearch=ef)
-        search = lambda q: index.faiss_index.search(q, 10, params=params)  # noqa: E731
+    search = lambda q: index.search(q, 10, ef_search=ef)  # noqa: E731
     (d, r), batch, single = _rate(search, queries, ONE_AT_A_TIME)
     # Found: the index's first face is as near as exact search's (ties count).
     recall = float(np.mean(_true_distance(queries, gallery, r[:, 0]) <= d_exact[:, 0] + 1e-5))
@@ -209,8 +209,12 @@ def _true_distance(queries, gallery, rows):
 
 def _params(kind, size, ef=None):
     if kind.startswith("hnsw"):
-        return (f"; M {index_lib.HNSW_M}, efConstruction {index_lib.HNSW_EF_CONSTRUCTION}, "
-                f"efSearch {ef or index_lib.HNSW_EF_SEARCH}")
+        graph = (f"; M {index_lib.HNSW_M}, efConstruction {index_lib.HNSW_EF_CONSTRUCTION}, "
+                 f"efSearch {ef or index_lib.HNSW_EF_SEARCH}")
+        if kind == "hnsw":
+            graph += (f"; over PCA to {index_lib.HNSW_PCA_DIM}-D, {index_lib.HNSW_REFINE_FACTOR}"
+                      " x k re-ranked exactly")
+        return graph
     if kind == "ivf_sq8":
         return f"; {index_lib.ivf_lists(size)} lists, nprobe {index_lib.IVF_NPROBE}"
     return ""
@@ -234,5 +238,18 @@ def _decision_row(index, gallery, queries, size, exact_batch):
             "shortlisted, their people scored exactly (3 faces a person)"}
 
 
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10k faces only")
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
+                        help="gallery sizes, e.g. 1000000 (default: 10k, 100k and 1M)")
+    parser.add_argument("--kinds_at_1m", type=lambda s: s.split(","),
+                        help=f"indexes built at 1M faces (default: {','.join(KINDS_AT_1M)})")
+    args = parser.parse_args(argv)
+    for row in run(args.quick, args.sizes, args.kinds_at_1m):
+        print(common.format_row(row), flush=True)
+    return 0
+
+
 if __name__ == "__main__":
-    raise SystemExit(common.bench_main(run, __doc__, "10k faces only"))
+    raise SystemExit(main())

@@ -4,9 +4,14 @@ facenet_tf.triplets.distances, the reference) or a FAISS index for large galleri
 Kinds (distances are squared L2 in every kind):
 - "exact": squared_l2_matrix against every face; no file;
 - "flat": FAISS IndexFlatL2, exact too (FAISS's own BLAS path);
-- "hnsw": HNSW graph over the float vectors (HNSW_M links a node, efSearch EF_SEARCH);
-  (4 D + 8 M) bytes a face;
-- "hnsw_sq8": the same graph over 8-bit scalar codes, (D + 8 M) bytes a face;
+- "hnsw": an HNSW graph (HNSW_M links a node) over the faces projected by PCA to
+  HNSW_PCA_DIM dimensions, whose HNSW_REFINE_FACTOR x k nearest are re-ranked by their exact
+  distance over the full vectors (FAISS IndexRefineFlat); 4 D' + 8 M + 4 D bytes a face
+  (D' = HNSW_PCA_DIM; embeddings of at most HNSW_PCA_DIM dimensions skip the projection and
+  the re-ranking: 4 D + 8 M). At 1M faces the projection bought the recall that a wider
+  search over the full vectors cost too much speed for (docs/recognition.md);
+- "hnsw_sq8": an HNSW graph over 8-bit scalar codes of the full vectors, (D + 8 M) bytes a
+  face;
 - "ivf_sq8": an inverted file of 4 sqrt(N) k-means lists over 8-bit codes (IVF_NPROBE lists
   searched), D bytes a face plus the lists.
 "auto" is "exact" up to EXACT_UP_TO faces and "hnsw" above (benchmarks/bench_gallery.py
@@ -27,8 +32,12 @@ AUTO = "auto"
 # "auto": exact search up to this many faces, HNSW above (benchmarks/bench_gallery.py).
 EXACT_UP_TO = 20_000
 HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 40
-HNSW_EF_SEARCH = 128
+HNSW_EF_CONSTRUCTION = 100
+HNSW_EF_SEARCH = 256
+HNSW_PCA_DIM = 128
+HNSW_REFINE_FACTOR = 2
+# Faces the PCA of "hnsw" is fitted on (a seeded sample when there are more).
+PCA_TRAIN_FACES = 100_000
 IVF_NPROBE = 32
 # Training vectors per IVF list (FAISS warns below 39).
 IVF_TRAIN_PER_LIST = 64
@@ -44,11 +53,17 @@ def choose_kind(num_faces: int, kind: str = AUTO) -> str:
     return kind
 
 
-def _factory(kind: str, num_faces: int) -> str:
+def _projects(kind: str, num_faces: int, dim: int) -> bool:
+    """Whether an index of this kind projects the faces (PCA) before its graph."""
+    return kind == "hnsw" and dim > HNSW_PCA_DIM and num_faces >= 2 * dim
+
+
+def _factory(kind: str, num_faces: int, dim: int) -> str:
     if kind == "flat":
         return "Flat"
     if kind == "hnsw":
-        return f"HNSW{HNSW_M},Flat"
+        pca = f"PCA{HNSW_PCA_DIM}," if _projects(kind, num_faces, dim) else ""
+        return f"{pca}HNSW{HNSW_M},Flat"
     if kind == "hnsw_sq8":
         return f"HNSW{HNSW_M},SQ8"
     return f"IVF{ivf_lists(num_faces)},SQ8"
@@ -75,7 +90,7 @@ class FaceIndex:
     @classmethod
     def build(cls, embeddings, kind: str = AUTO, seed: int = 0) -> "FaceIndex":
         """An index of `embeddings` of the given kind ("auto": choose_kind). ivf_sq8 trains
-        its k-means and codes on a seeded sample of the embeddings."""
+        its k-means and codes, and hnsw its PCA, on a seeded sample of the embeddings."""
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         kind = choose_kind(len(embeddings), kind)
         if kind == "exact":
@@ -84,12 +99,16 @@ class FaceIndex:
         if kind == "ivf_sq8" and n < IVF_TRAIN_PER_LIST:
             raise ValueError(f"an ivf_sq8 index needs at least {IVF_TRAIN_PER_LIST} faces, "
                              f"got {n}")
-        index = faiss.index_factory(dim, _factory(kind, n), faiss.METRIC_L2)
+        index = faiss.index_factory(dim, _factory(kind, n, dim), faiss.METRIC_L2)
+        projects = _projects(kind, n, dim)
         if kind.startswith("hnsw"):
-            faiss.downcast_index(index).hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+            graph = faiss.downcast_index(index.index if projects else index)
+            graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        if projects:
+            index = faiss.IndexRefineFlat(index)
         if not index.is_trained:
             sample = np.random.RandomState(seed).permutation(n)[
-                :IVF_TRAIN_PER_LIST * ivf_lists(n) if kind == "ivf_sq8" else n]
+                :IVF_TRAIN_PER_LIST * ivf_lists(n) if kind == "ivf_sq8" else PCA_TRAIN_FACES]
             index.train(embeddings[np.sort(sample)])
         if n:
             index.add(embeddings)
@@ -98,9 +117,10 @@ class FaceIndex:
     def __len__(self) -> int:
         return len(self.embeddings)
 
-    def search(self, queries, k: int):
+    def search(self, queries, k: int, ef_search: int | None = None):
         """(distances [Q, k] float32 squared L2, face rows [Q, k] int64), nearest first;
-        rows are -1 (distance inf) past the number of faces."""
+        rows are -1 (distance inf) past the number of faces. ef_search: the HNSW kinds'
+        breadth of search instead of HNSW_EF_SEARCH (the benchmark's sweep)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         num_q, n = queries.shape[0], len(self)
         if k <= 0 or n == 0:
@@ -109,7 +129,13 @@ class FaceIndex:
         if self.kind == "exact":
             return self._exact_search(queries, k)
         if self.kind.startswith("hnsw"):
-            params = faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH, k))
+            refined = isinstance(self.faiss_index, faiss.IndexRefine)
+            candidates = k * HNSW_REFINE_FACTOR if refined else k
+            params = faiss.SearchParametersHNSW(
+                efSearch=max(ef_search or HNSW_EF_SEARCH, candidates))
+            if refined:
+                params = faiss.IndexRefineSearchParameters(k_factor=HNSW_REFINE_FACTOR,
+                                                           base_index_params=params)
         elif self.kind == "ivf_sq8":
             params = faiss.SearchParametersIVF(nprobe=IVF_NPROBE)
         else:

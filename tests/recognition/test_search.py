@@ -4,6 +4,7 @@ rule, the gallery's top-k answers, and the FAISS indexes against exact search.""
 import logging
 import os
 
+import faiss
 import numpy as np
 import pytest
 
@@ -105,6 +106,25 @@ def test_an_index_finds_the_exact_nearest_face(kind):
     np.testing.assert_allclose(d[hit, 0], d_exact[hit, 0], atol=0.02 if "sq8" in kind else 1e-4)
     again = index.FaceIndex.from_bytes(kind, approx.to_bytes(), faces)
     assert (again.search(queries, 10)[1] == r).all()
+
+
+def test_hnsw_over_projected_faces_reranks_by_the_full_distance():
+    """Above HNSW_PCA_DIM dimensions "hnsw" searches a PCA projection and re-ranks: its
+    answers are still exact search's, with each distance the full vectors' (a loop here)."""
+    dim = 2 * index.HNSW_PCA_DIM
+    faces, _, centres = _people_like(300, 4, dim, seed=6)
+    rng = np.random.RandomState(7)
+    queries = _unit(centres[rng.choice(len(centres), 100)] + 0.1 * rng.randn(100, dim))
+    approx = index.FaceIndex.build(faces, "hnsw")
+    assert isinstance(approx.faiss_index, faiss.IndexRefine)  # projected, then re-ranked
+    d, r = approx.search(queries, 5)
+    loop = np.array([[np.sum((faces[row] - q) ** 2) for row in rows]
+                     for q, rows in zip(queries, r)])
+    np.testing.assert_allclose(d, loop, rtol=1e-5, atol=1e-5)
+    nearest = np.array([np.argmin(np.sum((faces - q) ** 2, axis=1)) for q in queries])
+    assert np.mean(r[:, 0] == nearest) >= 0.95
+    wider = approx.search(queries, 5, ef_search=4 * index.HNSW_EF_SEARCH)[1]
+    assert np.mean(wider[:, 0] == nearest) >= np.mean(r[:, 0] == nearest)
 
 
 def test_fewer_faces_than_asked_are_padded():
