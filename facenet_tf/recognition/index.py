@@ -7,8 +7,8 @@ Kinds (distances are squared L2 in every kind):
 - "hnsw": an HNSW graph (HNSW_M links a node) over the faces projected by PCA to
   HNSW_PCA_DIM dimensions, whose HNSW_REFINE_FACTOR x k nearest are re-ranked by their exact
   distance over the full vectors (FAISS IndexRefineFlat); 4 D' + 8 M + 4 D bytes a face
-  (D' = HNSW_PCA_DIM; embeddings of at most HNSW_PCA_DIM dimensions skip the projection and
-  the re-ranking: 4 D + 8 M). At 1M faces the projection bought the recall that a wider
+  (D' = HNSW_PCA_DIM; embeddings of at most HNSW_PCA_DIM dimensions, and galleries of fewer
+  than 2 D faces, skip the projection and the re-ranking: 4 D + 8 M). At 1M faces the projection bought the recall that a wider
   search over the full vectors cost too much speed for (docs/recognition.md);
 - "hnsw_sq8": an HNSW graph over 8-bit scalar codes of the full vectors, (D + 8 M) bytes a
   face;
