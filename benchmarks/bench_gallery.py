@@ -28,7 +28,6 @@ The 1M gallery takes about 2 GB as float32 and each index is built once; run it 
     nice python -m benchmarks.bench_gallery --sizes 1000000 --kinds_at_1m hnsw   # 1M, HNSW
 """
 
-import argparse
 import os
 import time
 
@@ -238,18 +237,10 @@ def _decision_row(index, gallery, queries, size, exact_batch):
             "shortlisted, their people scored exactly (3 faces a person)"}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10k faces only")
-    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
-                        help="gallery sizes, e.g. 1000000 (default: 10k, 100k and 1M)")
-    parser.add_argument("--kinds_at_1m", type=lambda s: s.split(","),
-                        help=f"indexes built at 1M faces (default: {','.join(KINDS_AT_1M)})")
-    args = parser.parse_args(argv)
-    for row in run(args.quick, args.sizes, args.kinds_at_1m):
-        print(common.format_row(row), flush=True)
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(common.bench_main(run, __doc__, "10k faces only", options={
+        "sizes": {"type": lambda s: [int(x) for x in s.split(",")],
+                  "help": "gallery sizes, e.g. 1000000 (default: 10k, 100k and 1M)"},
+        "kinds_at_1m": {"type": lambda s: s.split(","),
+                        "help": f"indexes built at 1M faces (default: {','.join(KINDS_AT_1M)})"},
+    }))

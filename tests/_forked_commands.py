@@ -17,8 +17,12 @@ import importlib
 import json
 import os
 import pkgutil
+import runpy
+import shutil
 import subprocess
 import sys
+import tempfile
+import traceback
 
 from tests.conftest import REPO_ROOT
 
@@ -68,7 +72,6 @@ def _preload():
 def _child(command: dict, out_path: str, err_path: str):
     """In the forked child: run one command line as its own program, then exit with its
     status (never returning into the server's loop)."""
-    import runpy  # noqa: PLC0415 (the child's own, to keep the server's namespace small)
     status = 0
     try:
         for fd, path in ((1, out_path), (2, err_path)):
@@ -91,7 +94,6 @@ def _child(command: dict, out_path: str, err_path: str):
         if not isinstance(e.code, (int, type(None))):
             print(e.code, file=sys.stderr)
     except BaseException:  # noqa: BLE001 (reported like an uncaught exception would be)
-        import traceback  # noqa: PLC0415
         traceback.print_exc()
         status = 1
     finally:
@@ -103,7 +105,6 @@ def _child(command: dict, out_path: str, err_path: str):
 def _serve():
     request = json.loads(sys.stdin.read())
     _preload()
-    import tempfile  # noqa: PLC0415
     scratch = tempfile.mkdtemp(prefix="forked_commands_")
     commands = request["commands"]
     answers = [None] * len(commands)
@@ -126,6 +127,7 @@ def _serve():
         with open(os.path.join(scratch, f"{i}.out")) as out, \
                 open(os.path.join(scratch, f"{i}.err")) as err:
             answers[i] = {"returncode": code, "stdout": out.read(), "stderr": err.read()}
+    shutil.rmtree(scratch)
     print(json.dumps(answers))
 
 

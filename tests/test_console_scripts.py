@@ -1,9 +1,10 @@
 """Every command is installed as a console script (setup.py entry points) and answers --help.
 
-Each script runs from the venv's bin directory with this checkout first on PYTHONPATH, so it
-is this checkout's run() that answers, even in a venv whose editable install points elsewhere.
-`python -m MODULE --help` must answer the same way: checked for two commands (every command's
-`main` goes through the same facenet_tf._cli.run, and each --help costs a TensorFlow import).
+Each script is the venv's bin file, run with this checkout first on PYTHONPATH, so it is this
+checkout's run() that answers, even in a venv whose editable install points elsewhere; the
+scripts run as forks of one process that imported TensorFlow once (tests/_forked_commands).
+`python -m MODULE --help` must answer the same way: checked for two commands in fresh
+interpreters (every command's `main` goes through the same facenet_tf._cli.run).
 """
 
 import importlib.metadata

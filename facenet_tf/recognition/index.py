@@ -8,8 +8,9 @@ Kinds (distances are squared L2 in every kind):
   HNSW_PCA_DIM dimensions, whose HNSW_REFINE_FACTOR x k nearest are re-ranked by their exact
   distance over the full vectors (FAISS IndexRefineFlat); 4 D' + 8 M + 4 D bytes a face
   (D' = HNSW_PCA_DIM; embeddings of at most HNSW_PCA_DIM dimensions, and galleries of fewer
-  than 2 D faces, skip the projection and the re-ranking: 4 D + 8 M). At 1M faces the projection bought the recall that a wider
-  search over the full vectors cost too much speed for (docs/recognition.md);
+  than 2 D faces, skip the projection and the re-ranking: 4 D + 8 M). At 1M faces the
+  projection bought the recall that a wider search over the full vectors cost too much speed
+  for (docs/recognition.md);
 - "hnsw_sq8": an HNSW graph over 8-bit scalar codes of the full vectors, (D + 8 M) bytes a
   face;
 - "ivf_sq8": an inverted file of 4 sqrt(N) k-means lists over 8-bit codes (IVF_NPROBE lists
@@ -58,12 +59,11 @@ def _projects(kind: str, num_faces: int, dim: int) -> bool:
     return kind == "hnsw" and dim > HNSW_PCA_DIM and num_faces >= 2 * dim
 
 
-def _factory(kind: str, num_faces: int, dim: int) -> str:
+def _factory(kind: str, num_faces: int, projects: bool) -> str:
     if kind == "flat":
         return "Flat"
     if kind == "hnsw":
-        pca = f"PCA{HNSW_PCA_DIM}," if _projects(kind, num_faces, dim) else ""
-        return f"{pca}HNSW{HNSW_M},Flat"
+        return f"{f'PCA{HNSW_PCA_DIM},' if projects else ''}HNSW{HNSW_M},Flat"
     if kind == "hnsw_sq8":
         return f"HNSW{HNSW_M},SQ8"
     return f"IVF{ivf_lists(num_faces)},SQ8"
@@ -99,8 +99,8 @@ class FaceIndex:
         if kind == "ivf_sq8" and n < IVF_TRAIN_PER_LIST:
             raise ValueError(f"an ivf_sq8 index needs at least {IVF_TRAIN_PER_LIST} faces, "
                              f"got {n}")
-        index = faiss.index_factory(dim, _factory(kind, n, dim), faiss.METRIC_L2)
         projects = _projects(kind, n, dim)
+        index = faiss.index_factory(dim, _factory(kind, n, projects), faiss.METRIC_L2)
         if kind.startswith("hnsw"):
             graph = faiss.downcast_index(index.index if projects else index)
             graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION

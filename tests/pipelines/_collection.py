@@ -11,6 +11,7 @@ from tests.conftest import REPO_ROOT
 
 ORL = os.path.join(REPO_ROOT, "facenet_tf", "datasets", "orl_faces", "images")
 
+
 def orl_face(identity: int, index: int) -> np.ndarray:
     return np.asarray(Image.open(os.path.join(ORL, f"s{identity}", f"{index}.pgm")).convert("RGB"))
 

@@ -13,6 +13,7 @@ def person_distance_by_loop(query, faces, rule):
         return sum(d[:2]) / len(d[:2])
     if rule == "mean":
         return sum(d) / len(d)
+    assert rule == "centroid", rule
     c = faces.astype(np.float64).sum(axis=0)
     c /= np.linalg.norm(c)
     return float(np.sum((query - c) ** 2))

@@ -42,8 +42,8 @@ def test_person_distances_equal_a_loop_over_people(rule):
     got = decision.person_distances(queries, faces, people, rule)
     for j, name in enumerate(people.names):
         for i, q in enumerate(queries):
-            assert got[i, j] == pytest.approx(person_distance_by_loop(q, faces[labels == name], rule),
-                                              abs=1e-5)
+            want = person_distance_by_loop(q, faces[labels == name], rule)
+            assert got[i, j] == pytest.approx(want, abs=1e-5)
     # The shortlist path scores the same people the same way.
     every_face = np.tile(np.arange(len(faces)), (len(queries), 1))
     ids, dist = decision.candidate_distances(queries, faces, people, every_face, rule)
@@ -66,7 +66,8 @@ def test_gallery_answers_equal_a_brute_force_loop(tmp_path):
     for rule in decision.RULES:
         ids, dist = g.rank_people(queries, 4, rule, "exact")
         for i, q in enumerate(queries):
-            scores = sorted((person_distance_by_loop(q, f, rule), name) for name, f in faces_per.items())
+            scores = sorted((person_distance_by_loop(q, f, rule), name)
+                            for name, f in faces_per.items())
             assert [str(g._people.names[p]) for p in ids[i]] == [n for _, n in scores[:4]]
             np.testing.assert_allclose(dist[i], [s for s, _ in scores[:4]], atol=1e-5)
     answers = g.identify(queries, top_k=3, threshold=threshold)
