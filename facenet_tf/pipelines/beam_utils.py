@@ -36,6 +36,18 @@ def ms_since(started: float) -> int:
     return int(round(1000 * (time.perf_counter() - started)))
 
 
+def one_thread_per_op() -> bool:
+    """Gives TensorFlow's ops one thread each (intra-op pool of 1), for a worker that keeps
+    several small-op graphs running on threads of its own: split over two threads, an op's
+    halves mostly wait for each other, and the spinning costs CPU the other runs could use.
+    Possible only before the process runs its first op; returns whether it took effect."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+    except RuntimeError:  # this process already started TensorFlow
+        return tf.config.threading.get_intra_op_parallelism_threads() == 1
+    return True
+
+
 class WriteShard(beam.DoFn):
     """Writes an element (shard index, items) as one whole TFRecord shard in `directory`.
 

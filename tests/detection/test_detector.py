@@ -118,6 +118,29 @@ def test_same_images_same_bytes(detector, known_faces):
             assert getattr(a, field).tobytes() == getattr(b, field).tobytes()
 
 
+@pytest.mark.integration
+def test_runs_in_flight_yield_what_one_run_at_a_time_yields(known_faces):
+    """parallel_runs=3 over 4 runs (three sizes interleaved; max_batch_pixels splits the
+    largest size's three images over two runs): the same (index, detections) pairs, bytes and
+    order, as the sequential detector."""
+    big = np.pad(_scaled(known_faces[3], 1.2), ((20, 30), (40, 10)), constant_values=90)
+    images = [known_faces[0], big, known_faces[1], known_faces[2], big, known_faces[0],
+              known_faces[3], known_faces[1], big]
+    pixels = max(image.shape[0] * image.shape[1] for image in images[:4])
+    sequential = FaceDetector(max_batch_pixels=2 * pixels)
+    in_flight = FaceDetector(max_batch_pixels=2 * pixels, parallel_runs=3)
+    want = list(sequential.detect_runs(images))
+    got = list(in_flight.detect_runs(images))
+    assert [i for i, _ in got] == [i for i, _ in want]
+    assert sorted(i for i, _ in got) == list(range(len(images)))
+    assert sum(len(d) for _, d in want) > 0
+    for (_, a), (_, b) in zip(got, want):
+        for field in ("boxes", "scores", "landmarks"):
+            assert getattr(a, field).tobytes() == getattr(b, field).tobytes()
+    with pytest.raises(ValueError, match="parallel_runs must be >= 1, got 0"):
+        FaceDetector(parallel_runs=0)
+
+
 def test_bad_images_are_rejected_by_position(detector):
     with pytest.raises(ValueError, match="image 1: expected uint8"):
         detector.detect([np.zeros((20, 20, 3), np.uint8), np.zeros((20, 20, 3), np.float32)])

@@ -3,9 +3,12 @@ ParDoWithOutputs, KeyedBatches, WriteSideResults and the single-final-step check
 
 import json
 import os
+import subprocess
+import sys
 
 import apache_beam as beam
 import pytest
+import tensorflow as tf
 from apache_beam.testing.util import assert_that, equal_to
 
 from facenet_tf.pipelines import beam_utils
@@ -124,3 +127,19 @@ def test_a_pipeline_whose_branches_all_reach_the_last_step_runs(tmp_path):
     assert both is not None
     beam_utils.run_to_completion(p)
     assert beam_utils.read_side_results(str(tmp_path)) == {"a": ["1", "2"], "b": [1, 2]}
+
+
+def test_one_thread_per_op_takes_effect_only_before_tensorflow_starts():
+    # In a fresh process: set, and TensorFlow then reports one intra-op thread.
+    code = ("from facenet_tf.pipelines import beam_utils; import tensorflow as tf; "
+            "print(beam_utils.one_thread_per_op(), "
+            "tf.config.threading.get_intra_op_parallelism_threads())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", "1"]
+    # Here, after an op has run: refused, and the setting is left as it was.
+    before = tf.config.threading.get_intra_op_parallelism_threads()
+    tf.constant(1) + 1
+    assert beam_utils.one_thread_per_op() is (before == 1)
+    assert tf.config.threading.get_intra_op_parallelism_threads() == before
