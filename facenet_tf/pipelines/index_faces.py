@@ -4,8 +4,9 @@ written last. The command is beam_jobs.index_faces; facenet_tf.search queries th
 
 Each worker loads the model and MTCNN once (DoFn.setup) and takes photos in fixed batches
 (beam_utils.KeyedBatches), so the shards are byte-identical on every runner. Within a batch a
-few threads read, hash and decode the photos; the faces of one detector run are aligned and
-embedded on another thread while the next run is detected.
+few threads read, hash and decode the photos; two detector runs go at once, each TensorFlow op
+on one thread (beam_utils.one_thread_per_op); the faces of a finished run are aligned and
+embedded on another thread while the next runs are detected.
 
 Re-runs are incremental. A photo is known by its path and the sha256 of its bytes: the
 previous tables are joined to the new listing by path (CoGroupByKey), a photo whose bytes are
