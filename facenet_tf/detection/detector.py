@@ -214,24 +214,15 @@ class FaceDetector(tf.Module):
             runs += [members[start:start + per_run]
                      for start in range(0, len(members), per_run)]
         detect = lambda run: self._detect_run([rgb[i] for i in run])  # noqa: E731
-        if self.parallel_runs == 1 or len(runs) == 1:
-            results = map(detect, runs)
-        else:
-            results = self._in_flight(detect, runs)
+        results = map(detect, runs) if self.parallel_runs == 1 else self._in_flight(detect, runs)
         for run, found in zip(runs, results):
             yield from zip(run, found)
 
     def _in_flight(self, detect, runs):
-        """detect(run) of each run in order, with up to parallel_runs of them running."""
+        """detect(run) of each run in order, parallel_runs of them running at a time."""
         with concurrent.futures.ThreadPoolExecutor(self.parallel_runs,
                                                    thread_name_prefix="detect_run") as pool:
-            pending = collections.deque()
-            for run in runs:
-                pending.append(pool.submit(detect, run))
-                if len(pending) == self.parallel_runs:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+            yield from pool.map(detect, runs)
 
     def _detect_run(self, images: list) -> list:
         """FaceDetections of each of a few same-size RGB images, in one cascade run."""
