@@ -90,23 +90,46 @@ def _decoded(photo):
         return f"unreadable image: {e}"
 
 
-def iter_detections(detector: FaceDetector, photos, names=None, map_fn=map):
-    """A DetectedPhoto per photo (paths, encoded bytes or uint8 arrays): unreadable ones first, then
-    the others as each detector run finishes (FaceDetector.detect_runs), so a caller can align
-    and write one run's faces while the next is detected. map_fn decodes the photos (an
-    executor's map decodes them on its threads)."""
+# iter_detections holds at most about this many decoded pixels at once (uint8 RGB: 3 bytes
+# each), beyond the photos of one decoding step: 12-megapixel photos then cost ~200 MB, not
+# ~36 MB times a whole batch, while a batch of small photos stays one detector pass.
+MAX_DECODED_PIXELS = 64_000_000
+DECODE_STEP = 8
+
+
+def iter_detections(detector: FaceDetector, photos, names=None, map_fn=map,
+                    max_decoded_pixels: int = MAX_DECODED_PIXELS):
+    """A DetectedPhoto per photo (paths, encoded bytes or uint8 arrays), as each detector run
+    finishes (FaceDetector.detect_runs), so a caller can align and write one run's faces while
+    the next is detected. map_fn decodes the photos (an executor's map decodes them on its
+    threads), DECODE_STEP at a time; once the decoded ones hold max_decoded_pixels, they are
+    detected before more are decoded. Within each such part, unreadable photos come first."""
+    photos = list(photos)
     names = list(names) if names is not None else [
         os.fspath(p) if isinstance(p, (str, os.PathLike)) else f"image {i}"
         for i, p in enumerate(photos)]
-    decoded = list(map_fn(_decoded, photos))
-    order = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
-    for i, d in enumerate(decoded):
+    start = 0
+    while start < len(photos):
+        part, pixels = {}, 0
+        while start < len(photos) and pixels < max_decoded_pixels:
+            step = range(start, min(start + DECODE_STEP, len(photos)))
+            decoded = dict(zip(step, map_fn(_decoded, [photos[i] for i in step])))
+            pixels += sum(d.shape[0] * d.shape[1] for d in decoded.values()
+                          if not isinstance(d, str) and d.ndim >= 2)
+            part.update(decoded)
+            start = step.stop
+        yield from _detect_part(detector, part, names)
+
+
+def _detect_part(detector, decoded: dict, names: list):
+    """The DetectedPhotos of {index: pixels or why they could not be read}."""
+    readable = [i for i, d in decoded.items() if not isinstance(d, str)]
+    for i, d in decoded.items():
         if isinstance(d, str):
             yield DetectedPhoto(i, names[i], error=d)
-    if order:
-        for j, detections in detector.detect_runs([decoded[i] for i in order]):
-            i = order[j]
-            yield DetectedPhoto(i, names[i], decoded[i], detections)
+    for j, detections in detector.detect_runs([decoded[i] for i in readable]):
+        i = readable[j]
+        yield DetectedPhoto(i, names[i], decoded[i], detections)
 
 
 def align_detected(photo: DetectedPhoto, config: AlignConfig, keep: str = "all") -> PhotoFaces:

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from facenet_tf.detection import AlignConfig, FaceDetector, main_face
+from facenet_tf.detection import faces as faces_module
 from facenet_tf.detection.faces import align_detected, find_faces, iter_detections
 
 
@@ -80,6 +81,36 @@ def test_iter_detections_on_threads_gives_every_photo_once_and_the_same_faces(de
         if expected.error is None:
             assert faces.kept == expected.kept
             np.testing.assert_array_equal(faces.crops, expected.crops)
+
+
+@pytest.mark.integration
+def test_iter_detections_detects_before_decoding_past_its_pixel_budget(detector, photos,
+                                                                      monkeypatch):
+    """With a budget smaller than any photo and one photo decoded per step, every detector
+    pass holds one photo (decoding stops once the budget is reached), and the faces are those
+    of one pass over all the photos."""
+    inputs, pixels = photos
+    whole = {p.index: p for p in iter_detections(detector, inputs)}
+    passes = []
+    detect_runs = FaceDetector.detect_runs
+
+    def recording(self, images):
+        passes.append(len(images))
+        return detect_runs(self, images)
+
+    monkeypatch.setattr(FaceDetector, "detect_runs", recording)
+    monkeypatch.setattr(faces_module, "DECODE_STEP", 1)
+    parts = list(iter_detections(detector, inputs, max_decoded_pixels=1))
+    readable = sum(p is not None for p in pixels)
+    assert passes == [1] * readable  # each readable photo alone (the unreadable one: no pass)
+    assert [p.index for p in parts] == list(range(len(inputs)))
+    for photo in parts:
+        expected = whole[photo.index]
+        assert photo.name == expected.name and photo.error == expected.error
+        if expected.error is None:
+            np.testing.assert_array_equal(photo.pixels, expected.pixels)
+            np.testing.assert_array_equal(photo.detections.boxes, expected.detections.boxes)
+            np.testing.assert_array_equal(photo.detections.scores, expected.detections.scores)
 
 
 def test_keep_must_be_main_or_all(detector):
