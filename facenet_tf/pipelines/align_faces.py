@@ -78,9 +78,10 @@ def read_photo(input_dir: str, rel: str):
 
 class AlignBatch(beam.DoFn):
     """[relative photo paths] -> one record per photo; writes each aligned crop (PNG) under
-    images_dir. The detector is loaded once per worker (setup). Within a batch, a few threads
-    read and decode the photos, then align and write each detector run's faces while the
-    next run is detected (detection keeps about 1.7 of 2 cores busy; the rest is this work)."""
+    images_dir. The detector is loaded once per worker (setup) and keeps two runs in flight,
+    each op on one thread where the worker starts TensorFlow itself (as the index job's).
+    Within a batch, a few threads read and decode the photos, then align and write each
+    detector run's faces while the next runs are detected."""
 
     def __init__(self, input_dir: str, images_dir: str, align: AlignConfig,
                  min_face_size: float, total: int):
@@ -91,7 +92,11 @@ class AlignBatch(beam.DoFn):
         self._total = total
 
     def setup(self):
-        self._detector = FaceDetector(min_face_size=self._min_face_size)
+        if not beam_utils.one_thread_per_op():
+            logging.info("align_faces: TensorFlow had started in this process before the job; "
+                         "its ops keep their default threads")
+        self._detector = FaceDetector(min_face_size=self._min_face_size,
+                                      parallel_runs=beam_utils.DETECTOR_RUNS_IN_FLIGHT)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="align_faces")
         self._progress = progress(total=self._total, desc="aligning", unit="photos")

@@ -36,6 +36,11 @@ def ms_since(started: float) -> int:
     return int(round(1000 * (time.perf_counter() - started)))
 
 
+# Detector runs a job's worker keeps in flight at once (FaceDetector.parallel_runs), each op on
+# one thread (one_thread_per_op): the cores go to whole runs, not to halves of small ops.
+DETECTOR_RUNS_IN_FLIGHT = 2
+
+
 def one_thread_per_op() -> bool:
     """Gives TensorFlow's ops one thread each (intra-op pool of 1), for a worker that keeps
     several small-op graphs running on threads of its own: split over two threads, an op's

@@ -56,9 +56,6 @@ _NAMESPACE = "index_faces"
 _REMOVED = "removed"
 # Photos whose faces are aligned and embedded together, while the detector runs on.
 EMBED_GROUP = 4
-# Detector runs in flight at once (FaceDetector.parallel_runs), each op on one thread
-# (beam_utils.one_thread_per_op): the cores go to whole runs, not to halves of small ops.
-DETECTOR_RUNS_IN_FLIGHT = 2
 # Manifest fields the previous generation must share for its rows to be reused.
 _REUSE_KEYS = ("model_fingerprint", "embedding_dim", "align", "detector")
 
@@ -123,7 +120,7 @@ class IndexBatch(beam.DoFn):
                                f"this worker, {self._fingerprint} when the job started; the "
                                "model changed during the run")
         self._detector = FaceDetector(min_face_size=self._min_face_size,
-                                      parallel_runs=DETECTOR_RUNS_IN_FLIGHT)
+                                      parallel_runs=beam_utils.DETECTOR_RUNS_IN_FLIGHT)
         self._io = concurrent.futures.ThreadPoolExecutor(
             max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="index_faces_io")
         # One thread aligns and embeds a detector run's faces while the next run is detected.
