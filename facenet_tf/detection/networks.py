@@ -100,9 +100,10 @@ def load_weights(name: str, weights_dir: str | None = None) -> dict:
 
 def _prelu(x, slope):
     """PReLU in two element-wise passes where every slope is at most 1: max(x, slope * x) is
-    then x above 0 and slope * x below, bit for bit what select(x > 0, x, slope * x) gives,
-    without its boolean tensor and broadcasting select (a fifth of the detector's CPU time).
-    Layers with a slope above 1 take max(x, 0) + slope * min(x, 0), exact as well."""
+    then x above 0 and slope * x below, the very values select(x > 0, x, slope * x) gives (up
+    to the sign of a zero), without its boolean tensor and broadcasting select (a fifth of the
+    index job's CPU time). Layers with a slope above 1 take max(x, 0) + slope * min(x, 0),
+    exact as well."""
     at_most_one = bool(np.all(slope.numpy() <= 1.0))
     slope = tf.reshape(slope, [-1])
     if at_most_one:

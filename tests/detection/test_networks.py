@@ -4,6 +4,7 @@ weights and inputs, and the weight-loading errors."""
 import joblib
 import numpy as np
 import pytest
+import tensorflow as tf
 
 # The oracle: PyPI mtcnn's Keras models, built and loaded its own way.
 from mtcnn.network.onet import ONet
@@ -54,3 +55,18 @@ def test_wrong_weights_file_names_the_layer(tmp_path):
     joblib.dump(arrays[:13], tmp_path / "pnet.lz4")
     with pytest.raises(ValueError, match="conv1"):
         networks.load_weights("pnet", str(tmp_path))
+
+
+@pytest.mark.parametrize("slopes", [[0.25, -0.6, 0.0, 1.0], [0.25, -0.6, 1.3, 1.0]],
+                         ids=["every_slope_at_most_1", "a_slope_above_1"])
+def test_prelu_is_bit_for_bit_the_select_form(slopes):
+    """Both of _prelu's forms against x if x > 0 else slope * x, per channel, in NumPy float32:
+    the same values (not merely close) on values of both signs, signed zeros and extremes."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 3, (2, 5, 7, 4)).astype(np.float32)
+    x[0, 0, 0] = [0.0, -0.0, 3e38, -3e38]
+    slope = np.asarray(slopes, np.float32)
+    with np.errstate(over="ignore"):  # slope * 3e38 overflows where the select keeps x
+        expected = np.where(x > 0, x, slope * x)
+    got = networks._prelu(tf.constant(x), tf.constant(slope.reshape(1, 1, 4))).numpy()
+    np.testing.assert_array_equal(got, expected)
