@@ -23,7 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from facenet_tf.common import io_utils, runinfo
 from facenet_tf.common.progress import progress
 from facenet_tf.detection.align import AlignConfig
-from facenet_tf.detection.detector import MAIN_FACE_RULE, FaceDetector
+from facenet_tf.detection.detector import MAIN_FACE_RULE
 from facenet_tf.detection.faces import align_detected, encode_png, iter_detections
 from facenet_tf.pipelines import beam_utils
 from facenet_tf.pipelines.options import pipeline_options as make_pipeline_options
@@ -92,11 +92,7 @@ class AlignBatch(beam.DoFn):
         self._total = total
 
     def setup(self):
-        if not beam_utils.one_thread_per_op():
-            logging.info("align_faces: TensorFlow had started in this process before the job; "
-                         "its ops keep their default threads")
-        self._detector = FaceDetector(min_face_size=self._min_face_size,
-                                      parallel_runs=beam_utils.DETECTOR_RUNS_IN_FLIGHT)
+        self._detector = beam_utils.worker_detector("align_faces", self._min_face_size)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="align_faces")
         self._progress = progress(total=self._total, desc="aligning", unit="photos")

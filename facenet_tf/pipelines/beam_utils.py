@@ -15,6 +15,7 @@ from apache_beam.pipeline import PipelineVisitor
 
 from facenet_tf.common import io_utils
 from facenet_tf.data import records
+from facenet_tf.detection.detector import FaceDetector
 
 WRITE_MS = "write_ms"
 MAIN = "main"  # ParDoWithOutputs: the tag of a DoFn's main (untagged) output
@@ -51,6 +52,16 @@ def one_thread_per_op() -> bool:
     except RuntimeError:  # this process already started TensorFlow
         return tf.config.threading.get_intra_op_parallelism_threads() == 1
     return True
+
+
+def worker_detector(job: str, min_face_size: float) -> FaceDetector:
+    """The face detector a job's worker runs: DETECTOR_RUNS_IN_FLIGHT runs at once, each op on
+    one thread. Call it before anything else of the worker starts TensorFlow (the embedder's
+    load does); otherwise ops keep their default threads, which is logged."""
+    if not one_thread_per_op():
+        logging.info("%s: TensorFlow had started in this process before the job; its ops keep "
+                     "their default threads (slower detection)", job)
+    return FaceDetector(min_face_size=min_face_size, parallel_runs=DETECTOR_RUNS_IN_FLIGHT)
 
 
 class WriteShard(beam.DoFn):

@@ -39,7 +39,6 @@ from facenet_tf.common.progress import progress
 from facenet_tf.data import face_tables as tables
 from facenet_tf.detection.align import AlignConfig
 from facenet_tf.detection.cascade import CascadeConfig
-from facenet_tf.detection.detector import FaceDetector
 from facenet_tf.detection.faces import align_detected, iter_detections
 from facenet_tf.inference.batch_embed import align_config_for
 from facenet_tf.inference.embedders import load_embedder
@@ -111,16 +110,12 @@ class IndexBatch(beam.DoFn):
         self._total = total
 
     def setup(self):
-        if not beam_utils.one_thread_per_op():
-            logging.info("index_faces: TensorFlow had started in this process before the job; "
-                         "its ops keep their default threads (slower detection)")
+        self._detector = beam_utils.worker_detector("index_faces", self._min_face_size)
         self._embedder = load_embedder(self._model)
         if self._embedder.fingerprint != self._fingerprint:
             raise RuntimeError(f"{self._model}: fingerprint {self._embedder.fingerprint} on "
                                f"this worker, {self._fingerprint} when the job started; the "
                                "model changed during the run")
-        self._detector = FaceDetector(min_face_size=self._min_face_size,
-                                      parallel_runs=beam_utils.DETECTOR_RUNS_IN_FLIGHT)
         self._io = concurrent.futures.ThreadPoolExecutor(
             max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="index_faces_io")
         # One thread aligns and embeds a detector run's faces while the next run is detected.
