@@ -59,7 +59,7 @@ def test_wrong_weights_file_names_the_layer(tmp_path):
 
 @pytest.mark.parametrize("slopes", [[0.25, -0.6, 0.0, 1.0], [0.25, -0.6, 1.3, 1.0]],
                          ids=["every_slope_at_most_1", "a_slope_above_1"])
-def test_prelu_is_bit_for_bit_the_select_form(slopes):
+def test_prelu_gives_the_values_of_the_select_form(slopes):
     """Both of _prelu's forms against x if x > 0 else slope * x, per channel, in NumPy float32:
     the same values (not merely close) on values of both signs, signed zeros and extremes."""
     rng = np.random.default_rng(0)
