@@ -181,7 +181,7 @@ def run(quick: bool) -> list:
                               f"{manifest['num_faces']} faces; last run "
                               f"{manifest['elapsed_seconds']:.1f} s in the job ({stages}; "
                               f"detect_ms is the main thread's wait for the detector, "
-                              f"align_ms and embed_ms the other thread's work)"})
+                              f"align_ms and embed_ms the embedding threads' work, summed)"})
     acc = {name: a["accuracy_mean"] for name, a in accuracy.items()}
     rows.append({"benchmark": "index", "metric": "embed_heldout_accuracy",
                  "value": round(acc["embed"], 4),

@@ -6,7 +6,7 @@ Each worker loads the model and MTCNN once (DoFn.setup) and takes photos in fixe
 (beam_utils.KeyedBatches), so the shards are byte-identical on every runner. Within a batch a
 few threads read, hash and decode the photos; two detector runs go at once, each TensorFlow op
 on one thread (beam_utils.one_thread_per_op); the faces of a finished run are aligned and
-embedded on another thread while the next runs are detected.
+embedded on other threads (EMBED_THREADS) while the next runs are detected.
 
 Re-runs are incremental. A photo is known by its path and the sha256 of its bytes: the
 previous tables are joined to the new listing by path (CoGroupByKey), a photo whose bytes are
@@ -55,6 +55,10 @@ _NAMESPACE = "index_faces"
 _REMOVED = "removed"
 # Photos whose faces are aligned and embedded together, while the detector runs on.
 EMBED_GROUP = 4
+# Threads aligning and embedding groups at once. One was the job's bottleneck: its alignment
+# waits behind the detector's ops for TensorFlow's threads, then its LiteRT call runs, and
+# every batch ended waiting for it (docs/collections.md, "Throughput").
+EMBED_THREADS = 2
 # Manifest fields the previous generation must share for its rows to be reused.
 _REUSE_KEYS = ("model_fingerprint", "embedding_dim", "align", "detector")
 
@@ -118,9 +122,9 @@ class IndexBatch(beam.DoFn):
                                "model changed during the run")
         self._io = concurrent.futures.ThreadPoolExecutor(
             max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="index_faces_io")
-        # One thread aligns and embeds a detector run's faces while the next run is detected.
+        # Threads align and embed a detector run's faces while the next run is detected.
         self._embedding = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="index_faces_embed")
+            max_workers=EMBED_THREADS, thread_name_prefix="index_faces_embed")
         self._progress = progress(total=self._total, desc="indexing", unit="photos")
         self._counters = {name: beam.metrics.Metrics.counter(_NAMESPACE, name) for name in (
             "photos_embedded", "photos_reused", "faces_embedded", "read_ms", "detect_ms",

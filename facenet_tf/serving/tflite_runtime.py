@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import queue
 import threading
 
 import numpy as np
@@ -41,29 +42,64 @@ def interpreter(model_path: str | None = None, model_content: bytes | None = Non
 
 
 class InterpreterRunner:
-    """Runs a .tflite embedding graph on float32 [N, H, W, 3] arrays of any N (the input is
-    resized when N changes). Calls are serialised by a lock: a LiteRT Interpreter is not
-    thread-safe."""
+    """Runs a .tflite embedding graph on float32 [N, H, W, 3] arrays of any N (an
+    interpreter's input is resized when N changes). Safe to call from several threads at once:
+    a LiteRT Interpreter is not thread-safe, so each call takes an interpreter no other call
+    holds, made when first needed, up to max_interpreters (default: one per core; further
+    callers wait for one to be free). Concurrent calls then run in parallel, which a job
+    that embeds on two threads needs."""
 
     def __init__(self, model_path: str | None = None, model_content: bytes | None = None,
-                 num_threads: int | None = None):
-        self.interpreter = interpreter(model_path, model_content, num_threads)
-        self._input_index = self.interpreter.get_input_details()[0]["index"]
-        self._output_index = self.interpreter.get_output_details()[0]["index"]
-        self._batch = None
+                 num_threads: int | None = None, max_interpreters: int | None = None):
+        self._make = lambda: interpreter(model_path, model_content, num_threads)
+        first = self._make()  # raises here on a bad file or num_threads
+        self._input_index = first.get_input_details()[0]["index"]
+        self._output_index = first.get_output_details()[0]["index"]
+        self.max_interpreters = max_interpreters or os.cpu_count() or 1
+        if self.max_interpreters < 1:
+            raise ValueError(f"max_interpreters must be >= 1, got {max_interpreters!r}")
+        self._free = queue.LifoQueue()  # [interpreter, its input's batch size]
+        self._free.put([first, None])
+        self._made = 1
         self._lock = threading.Lock()
+
+    def _take(self) -> list:
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            make = self._made < self.max_interpreters
+            self._made += make
+        if not make:
+            return self._free.get()
+        try:
+            return [self._make(), None]
+        except BaseException:
+            with self._lock:
+                self._made -= 1
+            raise
+
+    @property
+    def num_interpreters(self) -> int:
+        """How many interpreters the calls so far have needed at once."""
+        return self._made
 
     def __call__(self, pixels) -> np.ndarray:
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
-        with self._lock:
-            if pixels.shape[0] != self._batch:
-                self.interpreter.resize_tensor_input(self._input_index, pixels.shape,
-                                                     strict=True)
-                self.interpreter.allocate_tensors()
-                self._batch = pixels.shape[0]
-            self.interpreter.set_tensor(self._input_index, pixels)
-            self.interpreter.invoke()
-            return self.interpreter.get_tensor(self._output_index)
+        held = self._take()
+        try:
+            lite, batch = held
+            if pixels.shape[0] != batch:
+                held[1] = None
+                lite.resize_tensor_input(self._input_index, pixels.shape, strict=True)
+                lite.allocate_tensors()
+                held[1] = pixels.shape[0]
+            lite.set_tensor(self._input_index, pixels)
+            lite.invoke()
+            return lite.get_tensor(self._output_index)
+        finally:
+            self._free.put(held)
 
 
 def read_metadata(model_path: str) -> dict:

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -125,15 +126,17 @@ def test_int8_embeddings_are_the_graphs_outputs_at_unit_length(tiny_export):
             np.testing.assert_allclose(embedder.embed_pixels(pixels), raw, atol=1e-6)
 
 
-@pytest.mark.parametrize("num_threads", [1, 2])
-def test_runner_resizes_and_is_thread_safe(tiny_export, num_threads):
+@pytest.mark.parametrize("num_threads, max_interpreters", [(1, 1), (2, 2), (1, 3)])
+def test_runner_resizes_and_is_thread_safe(tiny_export, num_threads, max_interpreters):
     """Batches of changing size from 4 threads at once through one runner: every caller gets
-    its own images' embeddings (the lock keeps resize, set, invoke and get together)."""
+    its own images' embeddings (no two calls share an interpreter), and no more interpreters
+    are made than allowed."""
     _, out = tiny_export
     path = os.path.join(out, tflite.FLOAT32_FILE)
     pixels = np.random.RandomState(0).uniform(-1, 1, (9, 32, 32, 3)).astype(np.float32)
     expected = litert_one_image_at_a_time(path, pixels)
-    runner = tflite_runtime.InterpreterRunner(path, num_threads=num_threads)
+    runner = tflite_runtime.InterpreterRunner(path, num_threads=num_threads,
+                                              max_interpreters=max_interpreters)
     batches = [(start, stop) for start in range(9) for stop in range(start + 1, 10)] * 3
 
     def run(bounds):
@@ -143,6 +146,25 @@ def test_runner_resizes_and_is_thread_safe(tiny_export, num_threads):
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         for (start, stop), got in pool.map(run, batches):
             np.testing.assert_allclose(got, expected[start:stop], atol=1e-5)
+    assert 1 <= runner.num_interpreters <= max_interpreters
+
+
+def test_a_call_does_not_wait_for_another_in_progress(tiny_export):
+    """While one call holds the runner's interpreter, another call runs on a second one
+    instead of waiting (the parallelism a job that embeds on two threads relies on)."""
+    _, out = tiny_export
+    path = os.path.join(out, tflite.FLOAT32_FILE)
+    runner = tflite_runtime.InterpreterRunner(path, max_interpreters=2)
+    pixels = np.random.RandomState(1).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    held = runner._take()  # as a call in progress holds it
+    got = []
+    second = threading.Thread(target=lambda: got.append(runner(pixels).copy()), daemon=True)
+    second.start()
+    second.join(timeout=60)
+    runner._free.put(held)
+    assert not second.is_alive(), "the second call waited for the first call's interpreter"
+    np.testing.assert_allclose(got[0], litert_one_image_at_a_time(path, pixels), atol=1e-5)
+    assert runner.num_interpreters == 2
 
 
 def test_bad_inputs_name_the_problem(tiny_export, tmp_path):
