@@ -51,13 +51,13 @@ class InterpreterRunner:
 
     def __init__(self, model_path: str | None = None, model_content: bytes | None = None,
                  num_threads: int | None = None, max_interpreters: int | None = None):
+        if max_interpreters is not None and max_interpreters < 1:
+            raise ValueError(f"max_interpreters must be >= 1, got {max_interpreters!r}")
+        self.max_interpreters = max_interpreters or os.cpu_count() or 1
         self._make = lambda: interpreter(model_path, model_content, num_threads)
         first = self._make()  # raises here on a bad file or num_threads
         self._input_index = first.get_input_details()[0]["index"]
         self._output_index = first.get_output_details()[0]["index"]
-        self.max_interpreters = max_interpreters or os.cpu_count() or 1
-        if self.max_interpreters < 1:
-            raise ValueError(f"max_interpreters must be >= 1, got {max_interpreters!r}")
         self._free = queue.LifoQueue()  # [interpreter, its input's batch size]
         self._free.put([first, None])
         self._made = 1

@@ -175,6 +175,9 @@ def test_bad_inputs_name_the_problem(tiny_export, tmp_path):
         lite.embed_pixels(np.zeros((2, 30, 32, 3)))
     with pytest.raises(ValueError, match="num_threads should >= 1"):
         tflite_runtime.InterpreterRunner(os.path.join(out, tflite.INT8_FILE), num_threads=0)
+    with pytest.raises(ValueError, match="max_interpreters must be >= 1, got 0"):
+        tflite_runtime.InterpreterRunner(os.path.join(out, tflite.INT8_FILE),
+                                         max_interpreters=0)
     (tmp_path / "m.tflite").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match=f"m.tflite: no {tflite.METADATA_FILE} beside"):
         tflite_runtime.LiteRTEmbedder(tmp_path / "m.tflite")
