@@ -69,16 +69,11 @@ class InterpreterRunner:
         except queue.Empty:
             pass
         with self._lock:
-            make = self._made < self.max_interpreters
-            self._made += make
-        if not make:
-            return self._free.get()
-        try:
-            return [self._make(), None]
-        except BaseException:
-            with self._lock:
-                self._made -= 1
-            raise
+            if self._made < self.max_interpreters:
+                held = [self._make(), None]  # counted only once it exists
+                self._made += 1
+                return held
+        return self._free.get()
 
     @property
     def num_interpreters(self) -> int:
