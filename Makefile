@@ -5,7 +5,10 @@ PY := .venv/bin/python
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 # Test modules are spread over this many pytest-xdist worker processes (a module stays on one
-# worker: its module fixtures are built once); 0 runs them in this process.
+# worker: its module fixtures are built once); 0 runs them in this process. They are handed
+# out in the order tests/conftest.py gives them (the longest first), not xdist's default of
+# the modules with the most tests first, which left the longest test alone on one core at
+# the end (--no-loadscope-reorder).
 TEST_WORKERS ?= 2
 
 # The lock: every transitive package of the pins in requirements/, with hashes, for the
@@ -28,7 +31,7 @@ demo: venv
 	$(PY) -m facenet_tf.demo $(DEMO_ARGS)
 
 test: venv
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 bazel-test: venv
 	bazel test //...

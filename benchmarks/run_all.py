@@ -27,6 +27,7 @@ BENCHMARKS = {
     "pretrained": "benchmarks.bench_pretrained",
     "tflite": "benchmarks.bench_tflite",
     "detection": "benchmarks.bench_detection",
+    "detector_runs": "benchmarks.bench_detector_runs",
     "index": "benchmarks.bench_index",
     "gallery": "benchmarks.bench_gallery",
     "gallery_scale": "benchmarks.bench_gallery_scale",

@@ -3,9 +3,19 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The commands the tests start run each op on one thread too (see below).
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 import numpy as np
 import pytest
+import tensorflow as tf
+
+# Test processes, and the commands they start, run each TensorFlow op on one thread, as the
+# Beam jobs' worker processes do (beam_utils.one_thread_per_op): on some CPUs (AVX2 AMD EPYC)
+# an op's last float bits depend on its thread count, and the tests compare jobs run here,
+# in-process, with the same jobs in other processes byte for byte. (Two pytest-xdist workers
+# keep the 2 cores busy anyway.)
+tf.config.threading.set_intra_op_parallelism_threads(1)
 
 # Resolve symlinks so the path is right under Bazel's runfiles tree too.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
@@ -135,11 +145,24 @@ def dask_address(client) -> str:
 
 
 
+# The longest modules, longest first (make test's --durations on 2 cores, 2026-12-07: 277,
+# 226, 124 and 104 s): they start before the other slow modules.
+LONGEST_MODULES = ("tests/training/test_orl_learning.py", "tests/test_experiments_lfw_dev.py",
+                   "tests/test_demo.py", "tests/evaluation/test_pretrained_lfw.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Modules holding a slow test run first (in their usual order, then the rest): under
-    `pytest -n 2 --dist loadfile` (make test) the long modules then start early instead of
-    leaving one worker alone with them at the end."""
+    """The longest modules run first, then the others holding a slow test, then the rest (each
+    group in its usual order): under `pytest -n 2 --dist loadfile --no-loadscope-reorder`
+    (make test) the long modules then start early instead of leaving one worker alone with
+    them at the end."""
     def module(item):
         return item.nodeid.split("::")[0]
     slow = {module(item) for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: module(item) not in slow)
+
+    def rank(item):
+        name = module(item)
+        if name in LONGEST_MODULES:
+            return LONGEST_MODULES.index(name)
+        return len(LONGEST_MODULES) + (name not in slow)
+    items.sort(key=rank)

@@ -20,6 +20,8 @@ from facenet_tf.detection import cascade, networks
 IMAGE_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
 OUTPUT_NAMES = ("image_index", "boxes", "scores", "landmarks")
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+# FaceDetector(max_batch_pixels=ONE_IMAGE_PER_RUN): every image is a cascade run of its own.
+ONE_IMAGE_PER_RUN = 1
 
 
 def _read_only(array, dtype, shape_tail):
@@ -169,7 +171,10 @@ class FaceDetector(tf.Module):
         """weights_dir: folder with pnet.lz4, rnet.lz4, onet.lz4 (default: the installed mtcnn
         package's). max_batch_pixels bounds how many pixels one cascade run stacks: small runs
         keep the feature maps in cache (measured on 2 cores: 4 LFW images per run about 2x
-        the images/s of 64 per run). parallel_runs: cascade runs detect_runs keeps in flight
+        the images/s of 64 per run). ONE_IMAGE_PER_RUN makes every image a run of its own, so
+        that its detections do not depend on which images share its run: on some CPUs (AVX2
+        AMD EPYC) a convolution's or matmul's float rounding depends on the batch size.
+        parallel_runs: cascade runs detect_runs keeps in flight
         on threads of its own (a run's small ops leave cores idle that the next run can use);
         the detections do not depend on it."""
         super().__init__(name="face_detector")

@@ -54,14 +54,17 @@ def one_thread_per_op() -> bool:
     return True
 
 
-def worker_detector(job: str, min_face_size: float) -> FaceDetector:
+def worker_detector(job: str, min_face_size: float, **detector_args) -> FaceDetector:
     """The face detector a job's worker runs: DETECTOR_RUNS_IN_FLIGHT runs at once, each op on
-    one thread. Call it before anything else of the worker starts TensorFlow (the embedder's
-    load does); otherwise ops keep their default threads, which is logged."""
+    one thread (detector_args: more FaceDetector arguments). Call it before anything else of
+    the worker starts TensorFlow (the embedder's load does); otherwise ops keep their default
+    threads, which is logged: on some CPUs the detections' last float bits then differ from
+    those of a worker with one thread per op."""
     if not one_thread_per_op():
         logging.info("%s: TensorFlow had started in this process before the job; its ops keep "
                      "their default threads (slower detection)", job)
-    return FaceDetector(min_face_size=min_face_size, parallel_runs=DETECTOR_RUNS_IN_FLIGHT)
+    return FaceDetector(min_face_size=min_face_size, parallel_runs=DETECTOR_RUNS_IN_FLIGHT,
+                        **detector_args)
 
 
 class WriteShard(beam.DoFn):

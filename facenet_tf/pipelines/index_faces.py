@@ -6,7 +6,10 @@ Each worker loads the model and MTCNN once (DoFn.setup) and takes photos in fixe
 (beam_utils.KeyedBatches), so the shards are byte-identical on every runner. Within a batch a
 few threads read, hash and decode the photos; two detector runs go at once, each TensorFlow op
 on one thread (beam_utils.one_thread_per_op); the faces of a finished run are aligned and
-embedded on other threads (EMBED_THREADS) while the next runs are detected.
+embedded on other threads (EMBED_THREADS) while the next runs are detected. Every photo is a
+detector run of its own (ONE_IMAGE_PER_RUN), and embedders whose rows depend on their batch
+embed photo by photo, so a photo's rows never depend on which photos share its batch: a
+re-run that embeds only the new photos writes the rows a full run writes.
 
 Re-runs are incremental. A photo is known by its path and the sha256 of its bytes: the
 previous tables are joined to the new listing by path (CoGroupByKey), a photo whose bytes are
@@ -40,6 +43,7 @@ from facenet_tf.data import face_tables as tables
 from facenet_tf.detection.align import AlignConfig
 from facenet_tf.detection.cascade import CascadeConfig
 from facenet_tf.detection.faces import align_detected, iter_detections
+from facenet_tf.detection.detector import ONE_IMAGE_PER_RUN
 from facenet_tf.inference.batch_embed import align_config_for
 from facenet_tf.inference.embedders import load_embedder
 from facenet_tf.pipelines import beam_utils
@@ -114,7 +118,12 @@ class IndexBatch(beam.DoFn):
         self._total = total
 
     def setup(self):
-        self._detector = beam_utils.worker_detector("index_faces", self._min_face_size)
+        # Every photo a detector run of its own, so that its detections depend on it alone (on
+        # some CPUs a run's float rounding depends on how many images it holds); measured on
+        # 400 LFW photos, 2 cores: 4% fewer images/s than runs of 4
+        # (benchmarks.bench_detector_runs).
+        self._detector = beam_utils.worker_detector("index_faces", self._min_face_size,
+                                                    max_batch_pixels=ONE_IMAGE_PER_RUN)
         self._embedder = load_embedder(self._model)
         if self._embedder.fingerprint != self._fingerprint:
             raise RuntimeError(f"{self._model}: fingerprint {self._embedder.fingerprint} on "

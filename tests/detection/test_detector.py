@@ -10,6 +10,7 @@ from mtcnn import MTCNN  # the oracle for the agreement test
 from PIL import Image
 
 from facenet_tf.detection import FaceDetections, FaceDetector, main_face
+from facenet_tf.detection.detector import ONE_IMAGE_PER_RUN
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +117,23 @@ def test_same_images_same_bytes(detector, known_faces):
     for a, b in zip(first, second):
         for field in ("boxes", "scores", "landmarks"):
             assert getattr(a, field).tobytes() == getattr(b, field).tobytes()
+
+
+@pytest.mark.integration
+def test_one_image_per_run_gives_each_image_the_bytes_it_gets_alone(known_faces):
+    """With ONE_IMAGE_PER_RUN an image's detections do not depend on the other images of the
+    call (the index job's incremental re-runs rely on it): each image of a mixed list, same
+    sizes repeated, has the bytes of that image detected in a call of its own."""
+    big = np.pad(_scaled(known_faces[3], 1.2), ((20, 30), (40, 10)), constant_values=90)
+    images = [known_faces[0], big, known_faces[1], known_faces[2], known_faces[0][::-1], big]
+    detector = FaceDetector(max_batch_pixels=ONE_IMAGE_PER_RUN, parallel_runs=2)
+    together = detector.detect(images)
+    assert sum(len(d) for d in together) > 0
+    alone = FaceDetector(max_batch_pixels=ONE_IMAGE_PER_RUN)
+    for image, got in zip(images, together):
+        want = alone.detect([image])[0]
+        for field in ("boxes", "scores", "landmarks"):
+            assert getattr(got, field).tobytes() == getattr(want, field).tobytes()
 
 
 @pytest.mark.integration
