@@ -174,9 +174,9 @@ class FaceDetector(tf.Module):
         the images/s of 64 per run). ONE_IMAGE_PER_RUN makes every image a run of its own, so
         that its detections do not depend on which images share its run: on some CPUs (AVX2
         AMD EPYC) a convolution's or matmul's float rounding depends on the batch size.
-        parallel_runs: cascade runs detect_runs keeps in flight
-        on threads of its own (a run's small ops leave cores idle that the next run can use);
-        the detections do not depend on it."""
+        parallel_runs: cascade runs detect_runs keeps in flight on threads of its own (a run's
+        small ops leave cores idle that the next run can use); the detections do not depend
+        on it."""
         super().__init__(name="face_detector")
         self.config = cascade.CascadeConfig(min_face_size, tuple(thresholds), scale_factor,
                                             tuple(nms_thresholds))
