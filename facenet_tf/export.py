@@ -98,7 +98,7 @@ def _define_flags():
     flags.DEFINE_integer("step", None, "Training step of the checkpoint.")
     flags.DEFINE_bool("optimize", True, "Serve a graph with batch norm folded into the "
                       "convolutions and the weights as constants (no variables saved); "
-                      "--nooptimize saves the Keras model with its variables.")
+                      "--nooptimize serves the Keras model's own call with its variables.")
     flags.DEFINE_integer("xla_max_batch", None, "With --optimize, batches up to this size run "
                          "an XLA-compiled graph (0: never; default "
                          "facenet_tf.models.inference.XLA_MAX_BATCH).")
