@@ -11,6 +11,7 @@ facenet_tf.data.preprocess, written here in numpy) and runs the graph with LiteR
 facenet_tf.inference.embedders.TFLiteEmbedder runs on the same runner.
 """
 
+import contextlib
 import hashlib
 import io
 import json
@@ -80,10 +81,19 @@ class InterpreterRunner:
         """How many interpreters the calls so far have needed at once."""
         return self._made
 
-    def __call__(self, pixels) -> np.ndarray:
-        pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+    @contextlib.contextmanager
+    def hold(self):
+        """Holds one interpreter for the `with` block, as a call in progress does: calls made
+        meanwhile run on another (or wait, when max_interpreters are held)."""
         held = self._take()
         try:
+            yield held
+        finally:
+            self._free.put(held)
+
+    def __call__(self, pixels) -> np.ndarray:
+        pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+        with self.hold() as held:
             lite, batch = held
             if pixels.shape[0] != batch:
                 held[1] = None
@@ -93,8 +103,6 @@ class InterpreterRunner:
             lite.set_tensor(self._input_index, pixels)
             lite.invoke()
             return lite.get_tensor(self._output_index)
-        finally:
-            self._free.put(held)
 
 
 def read_metadata(model_path: str) -> dict:

@@ -156,13 +156,14 @@ def test_a_call_does_not_wait_for_another_in_progress(tiny_export):
     path = os.path.join(out, tflite.FLOAT32_FILE)
     runner = tflite_runtime.InterpreterRunner(path, max_interpreters=2)
     pixels = np.random.RandomState(1).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
-    held = runner._take()  # as a call in progress holds it
     got = []
-    second = threading.Thread(target=lambda: got.append(runner(pixels).copy()), daemon=True)
-    second.start()
+    with runner.hold():  # as a call in progress holds it
+        second = threading.Thread(target=lambda: got.append(runner(pixels).copy()), daemon=True)
+        second.start()
+        second.join(timeout=60)
+        waited = second.is_alive()  # checked while the interpreter is still held
     second.join(timeout=60)
-    runner._free.put(held)
-    assert not second.is_alive(), "the second call waited for the first call's interpreter"
+    assert not waited, "the second call waited for the first call's interpreter"
     np.testing.assert_allclose(got[0], litert_one_image_at_a_time(path, pixels), atol=1e-5)
     assert runner.num_interpreters == 2
 
