@@ -148,7 +148,7 @@ def dask_address(client) -> str:
 # The longest modules, longest first (make test's --durations on 2 cores): they start before
 # the other slow modules.
 LONGEST_MODULES = ("tests/test_demo.py", "tests/test_experiments_lfw_dev.py",
-                   "tests/evaluation/test_pretrained_lfw.py", "tests/test_pretrained.py")
+                   "tests/test_pretrained.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,5 +1,7 @@
 """Pretrained FaceNet: finding the graph, mapping it into Keras (parity with the frozen graph
-run through tf.compat.v1), fine-tuning, byte embeddings on real faces, export."""
+run through tf.compat.v1), fine-tuning, byte embeddings on real faces, export, and the export's
+verification accuracy on LFW View 1 training pairs (pairsDevTrain) over the raw lfw_dev images,
+center-cropped (the export's default)."""
 
 import os
 import zipfile
@@ -9,7 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from facenet_tf.data import pairs as pairs_lib
 from facenet_tf.data.preprocess import preprocess_encoded
+from facenet_tf.evaluation import protocols
 from facenet_tf.inference.embedders import load_embedder
 from facenet_tf.models import frozen_graph
 from facenet_tf.models.layers import InferenceBatchNormalization
@@ -206,11 +210,17 @@ def test_byte_embeddings_keep_verification_accuracy_on_lfw(model, lfw_dir):
     assert abs(acc - acc_q) < 0.005, (acc, acc_q)
 
 
+@pytest.fixture(scope="module")
+def exported(graph_def, tmp_path_factory):
+    """export_pretrained's directory and manifest, made once for the tests below."""
+    out = str(tmp_path_factory.mktemp("pretrained") / "export")
+    return out, export_pretrained(out, graph_def=graph_def)
+
+
 @pytest.mark.integration
 @pytest.mark.slow
-def test_export_writes_keras_and_saved_model(graph_def, tmp_path):
-    out = str(tmp_path / "export")
-    manifest = export_pretrained(out, graph_def=graph_def)
+def test_export_writes_keras_and_saved_model(exported):
+    out, manifest = exported
     assert os.path.exists(os.path.join(out, "manifest.json"))
     assert manifest["preprocess"]["standardization"] == "fixed"
     x = np.random.RandomState(1).randn(3, 160, 160, 3).astype(np.float32)
@@ -223,3 +233,28 @@ def test_export_writes_keras_and_saved_model(graph_def, tmp_path):
     # compare and cluster decide at the threshold measured for aligned faces.
     served = load_embedder(os.path.join(out, "saved_model"))
     assert served.threshold == pytest.approx(frozen_graph.ALIGNED_FACE_THRESHOLD)
+
+
+# Every 8th matched and every 8th mismatched pair: 276 of the 2,200, to keep the test short
+# (96.4%, and the same with int8 codes, on 2026-12-08; every 4th, 550 pairs: 95.6%). The full
+# file is measured by the README's command (97.0% center-cropped, 2026-12-01); the shared
+# environment note measured 97.1% on held-out LFW pairs with the same preprocessing.
+EVERY = 8
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_export_reaches_95_percent_on_pairs_dev_train(exported, lfw_dir, tmp_path):
+    out, _ = exported
+    assert frozen_graph.PRETRAINED_PREPROCESS.standardization == "fixed"
+    every = pairs_lib.read_pairs(os.path.join(lfw_dir, "pairsDevTrain.txt"))
+    same = [p for p in every if p.issame][::EVERY]
+    different = [p for p in every if not p.issame][::EVERY]
+    pairs_path = str(tmp_path / "pairs.txt")
+    pairs_lib.write_pairs(pairs_path, same + different)
+    r = protocols.evaluate_pairs_file(load_embedder(os.path.join(out, "saved_model")),
+                                      pairs_path, os.path.join(lfw_dir, "images"),
+                                      batch_size=32)
+    assert r["num_pairs"] == len(same) + len(different) == 276
+    assert r["accuracy_mean"] >= 0.95
+    assert abs(r["int8_accuracy_mean"] - r["accuracy_mean"]) <= 0.005
