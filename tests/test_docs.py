@@ -48,6 +48,7 @@ from facenet_tf.serving.saved_model import export_saved_model
 from facenet_tf.serving.tflite import export_tflite
 from facenet_tf.triplets import mining
 from tests._commands import checkout_env, console_scripts
+from tests._forked_commands import ForkedCommand, run_forked
 from tests.conftest import REPO_ROOT, make_image_folder, make_tiny_embedding_model
 
 RUN_DOCS = ["README.md"] + sorted(
@@ -361,13 +362,17 @@ print("FLAGS_JSON " + json.dumps(out))
 """
 
 
-def _help_flags(module, env):
-    """Flags listed by `python -m MODULE --help`, for a module that defines no absl flags
-    (argparse, say): ({names}, {boolean names})."""
-    result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO_ROOT, env=env,
-                            capture_output=True, text=True, timeout=TIMEOUT_S)
-    found = re.findall(r"--(\[no\])?([A-Za-z][\w-]*)", result.stdout)
-    return {n for _, n in found}, {n for no, n in found if no}
+def _help_flags(modules, env) -> dict:
+    """module -> ({names}, {boolean names}) of the flags `python -m MODULE --help` lists, for
+    modules that define no absl flags (argparse, say); the commands run as forks of one
+    process that imported the library once (tests._forked_commands)."""
+    runs = run_forked([ForkedCommand(["-m", module, "--help"]) for module in modules], env=env,
+                      timeout_s=TIMEOUT_S)
+    out = {}
+    for module, result in zip(modules, runs):
+        found = re.findall(r"--(\[no\])?([A-Za-z][\w-]*)", result.stdout)
+        out[module] = ({n for _, n in found}, {n for no, n in found if no})
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -383,13 +388,13 @@ def module_flags():
     assert line, f"reading the commands' flags failed:\n{result.stderr[-4000:]}"
     dump = json.loads(line[len("FLAGS_JSON "):])
     out = {"<beam>": set(dump.pop("<beam>"))}
+    listed = _help_flags(sorted(m for m, info in dump.items()
+                                if "error" not in info and not info["own"]), env)
     for module, info in dump.items():
         if "error" in info:
             out[module] = {"error": info["error"]}
             continue
-        names, booleans = set(info["flags"]), set(info["booleans"])
-        if not info["own"]:
-            names, booleans = _help_flags(module, env)
+        names, booleans = listed.get(module, (set(info["flags"]), set(info["booleans"])))
         out[module] = {"flags": names | ABSL_SPECIAL, "booleans": booleans, "help": info["help"]}
     return out
 
