@@ -279,12 +279,12 @@ def main(argv):
     f = flags.FLAGS
     report = run(f.model, f.work_dir, f.images, f.seed)
     text = markdown(report)
-    io_utils.write_json_atomic(os.path.join(f.work_dir, "gallery_results.json"), report)
-    io_utils.write_bytes_atomic(os.path.join(f.work_dir, "gallery_results.md"), text.encode())
+    bases = [os.path.join(f.work_dir, "gallery_results")]
     if f.write_results:
-        io_utils.write_json_atomic(os.path.join(RESULTS_DIR, "gallery_lfw_dev.json"), report)
-        io_utils.write_bytes_atomic(os.path.join(RESULTS_DIR, "gallery_lfw_dev.md"),
-                                    text.encode())
+        bases.append(os.path.join(RESULTS_DIR, "gallery_lfw_dev"))
+    for base in bases:  # BASE.json and BASE.md, each written atomically
+        io_utils.write_json_atomic(base + ".json", report)
+        io_utils.write_bytes_atomic(base + ".md", text.encode())
     if f.write_packaged:
         path = os.path.join(calibration_lib.CALIBRATIONS_DIR, f"{report['fingerprint']}.json")
         os.makedirs(calibration_lib.CALIBRATIONS_DIR, exist_ok=True)
